@@ -1,0 +1,323 @@
+//! The builder: code defaults, then `init` wires config, pipelines and the subscriber together.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry::trace::TracerProvider as _;
+use tracing::{Metadata, Subscriber};
+use tracing_subscriber::layer::{Context, Filter, SubscriberExt};
+use tracing_subscriber::{EnvFilter, Layer, Registry};
+
+use crate::config::{Config, ConfigWarning, Defaults, Signal};
+use crate::error::InitError;
+use crate::export::{self, ExportProblem, Pipelines};
+use crate::logs::{install_panic_hook, JsonLayer, LogWriter, Stdout};
+use crate::telemetry::{Inner, Telemetry, DEFAULT_SHUTDOWN_TIMEOUT};
+
+type Lookup = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// Code defaults for [`Telemetry`]; the environment overrides every one of them.
+///
+/// ```no_run
+/// let _telemetry = service_telemetry::Telemetry::builder()
+///     .service_name("checkout")
+///     .service_version(env!("CARGO_PKG_VERSION"))
+///     .export_enabled_by_default(true)
+///     .try_init()?;
+/// # Ok::<(), service_telemetry::InitError>(())
+/// ```
+#[must_use = "a builder does nothing until `init` or `try_init` is called"]
+pub struct TelemetryBuilder {
+    defaults: Defaults,
+    writer: Arc<dyn LogWriter>,
+    lookup: Lookup,
+    shutdown_timeout: Duration,
+    panic_hook: bool,
+}
+
+impl Default for TelemetryBuilder {
+    fn default() -> Self {
+        TelemetryBuilder {
+            defaults: Defaults::default(),
+            writer: Arc::new(Stdout),
+            lookup: Box::new(crate::config::env_lookup),
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            panic_hook: true,
+        }
+    }
+}
+
+impl std::fmt::Debug for TelemetryBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelemetryBuilder")
+            .field("defaults", &self.defaults)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TelemetryBuilder {
+    /// `service.name` when `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` name none.
+    /// Default is the executable's name.
+    pub fn service_name(mut self, name: impl Into<String>) -> Self {
+        self.defaults.service_name = Some(name.into());
+        self
+    }
+
+    /// `service.version`, unless `OTEL_RESOURCE_ATTRIBUTES` sets one. Default is none;
+    /// `env!("CARGO_PKG_VERSION")` is the usual value.
+    pub fn service_version(mut self, version: impl Into<String>) -> Self {
+        self.defaults.service_version = Some(version.into());
+        self
+    }
+
+    /// Whether export is on when `OTEL_ENABLED` is unset. Default is `false`: managed
+    /// deployments that always run a collector turn it on; self-hosted installs leave it off.
+    pub fn export_enabled_by_default(mut self, enabled: bool) -> Self {
+        self.defaults.export_enabled = enabled;
+        self
+    }
+
+    /// Log level or filter directives used when `LOG_LEVEL` and `RUST_LOG` are unset.
+    /// Default is `info` (`debug` in a development deployment environment).
+    pub fn default_log_level(mut self, filter: impl Into<String>) -> Self {
+        self.defaults.log_level = Some(filter.into());
+        self
+    }
+
+    /// Sends JSON lines to `writer` instead of stdout (for tests: [`crate::MemoryWriter`]).
+    pub fn with_writer(mut self, writer: impl LogWriter) -> Self {
+        self.writer = Arc::new(writer);
+        self
+    }
+
+    /// Reads configuration through `lookup` instead of the process environment.
+    pub fn env_lookup(mut self, lookup: impl Fn(&str) -> Option<String> + Send + Sync + 'static) -> Self {
+        self.lookup = Box::new(lookup);
+        self
+    }
+
+    /// Total bound for flushing all signals when the guard is dropped. Default is 5 s.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Leaves the panic hook alone. By default a hook logs each panic as one `error` line and
+    /// then calls the hook that was installed before.
+    pub fn without_panic_hook(mut self) -> Self {
+        self.panic_hook = false;
+        self
+    }
+
+    /// The configuration this builder would use, with its warnings, without installing anything.
+    pub fn config(&self) -> (Config, Vec<ConfigWarning>) {
+        Config::resolve(&self.defaults, &self.lookup)
+    }
+
+    /// Installs telemetry globally: the `tracing` subscriber (and the `log` bridge), the
+    /// propagator and the tracer, meter and logger providers.
+    ///
+    /// Fails only when another global subscriber is already set. Nothing in the environment
+    /// makes it fail, it never blocks on the network and it works with or without a Tokio
+    /// runtime of either flavour.
+    pub fn try_init(self) -> Result<Telemetry, InitError> {
+        let (config, warnings) = self.config();
+        let resource = crate::resource::build(&config);
+        let (pipelines, problems) = export::build(&config, &resource);
+        let dispatch = subscriber(&config, &pipelines, self.writer.clone());
+
+        if tracing::dispatcher::set_global_default(dispatch.into()).is_err() {
+            shutdown_unused(pipelines, self.shutdown_timeout);
+            return Err(InitError::SubscriberAlreadySet);
+        }
+        // Route `log` records into the same pipeline; an existing `log` logger is kept.
+        let log_bridge = tracing_log::LogTracer::init().is_ok();
+        crate::propagation::install(&config.propagators);
+        opentelemetry::global::set_tracer_provider(pipelines.tracer_provider.clone());
+        if let Some(meter_provider) = &pipelines.meter_provider {
+            opentelemetry::global::set_meter_provider(meter_provider.clone());
+        }
+        if self.panic_hook {
+            install_panic_hook();
+        }
+        report(&config, &warnings, &problems, log_bridge);
+
+        Ok(Telemetry::from_inner(Inner {
+            config,
+            tracer_provider: pipelines.tracer_provider,
+            meter_provider: pipelines.meter_provider,
+            logger_provider: pipelines.logger_provider,
+            runtime: Mutex::new(pipelines.runtime),
+            writer: self.writer,
+            shutdown_timeout: self.shutdown_timeout,
+            shut_down: AtomicBool::new(false),
+        }))
+    }
+
+    /// Like [`try_init`](Self::try_init), but never fails: when a global subscriber is
+    /// already set, it says so on stderr and returns a guard with export off, so the service
+    /// still starts.
+    pub fn init(self) -> Telemetry {
+        let writer = self.writer.clone();
+        let timeout = self.shutdown_timeout;
+        match self.try_init() {
+            Ok(telemetry) => telemetry,
+            Err(e) => {
+                eprintln!("service-telemetry: {e}");
+                let (config, _) = Config::from_lookup(|_| None);
+                Telemetry::from_inner(Inner {
+                    config,
+                    tracer_provider: opentelemetry_sdk::trace::SdkTracerProvider::builder().build(),
+                    meter_provider: None,
+                    logger_provider: None,
+                    runtime: Mutex::new(None),
+                    writer,
+                    shutdown_timeout: timeout,
+                    shut_down: AtomicBool::new(false),
+                })
+            }
+        }
+    }
+}
+
+fn shutdown_unused(pipelines: Pipelines, timeout: Duration) {
+    let _ = pipelines.tracer_provider.shutdown_with_timeout(timeout);
+    if let Some(m) = pipelines.meter_provider {
+        let _ = m.shutdown_with_timeout(timeout);
+    }
+    if let Some(l) = pipelines.logger_provider {
+        let _ = l.shutdown_with_timeout(timeout);
+    }
+    if let Some(rt) = pipelines.runtime {
+        rt.shutdown_background();
+    }
+}
+
+/// The full subscriber: level filter, span export, JSON lines and log-record export.
+pub(crate) fn subscriber(config: &Config, pipelines: &Pipelines, writer: Arc<dyn LogWriter>) -> impl Subscriber + Send + Sync {
+    // Validated in Config; the fallback only guards against a future mismatch.
+    let filter = EnvFilter::builder()
+        .parse(&config.log_filter)
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let tracer = pipelines.tracer_provider.tracer("service-telemetry");
+    let spans = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_tracked_inactivity(false)
+        .with_threads(false)
+        .with_filter(ExportableSpans);
+    let log_records = pipelines.logger_provider.as_ref().map(|provider| {
+        opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(provider)
+            .with_filter(ExportableEvents)
+    });
+    Registry::default()
+        .with(filter)
+        .with(spans)
+        .with(JsonLayer::new(writer))
+        .with(log_records)
+}
+
+/// Targets whose telemetry must never be exported: the SDK's own diagnostics and the
+/// transports the exporters use, which would otherwise feed back into themselves.
+fn is_internal(target: &str) -> bool {
+    if target.starts_with("opentelemetry") {
+        return true;
+    }
+    ["hyper", "hyper_util", "h2", "tonic", "tower", "tower_http", "reqwest", "rustls", "tokio_util"]
+        .iter()
+        .any(|p| target == *p || target.strip_prefix(p).is_some_and(|rest| rest.starts_with("::")))
+}
+
+/// Spans only (log events go out as log records, not span events), minus internal targets.
+struct ExportableSpans;
+/// Events only, minus internal targets.
+struct ExportableEvents;
+
+impl<S: Subscriber> Filter<S> for ExportableSpans {
+    fn enabled(&self, meta: &Metadata<'_>, _: &Context<'_, S>) -> bool {
+        meta.is_span() && !is_internal(meta.target())
+    }
+
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> tracing::subscriber::Interest {
+        interest(meta.is_span() && !is_internal(meta.target()))
+    }
+}
+
+impl<S: Subscriber> Filter<S> for ExportableEvents {
+    fn enabled(&self, meta: &Metadata<'_>, _: &Context<'_, S>) -> bool {
+        meta.is_event() && !is_internal(meta.target())
+    }
+
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> tracing::subscriber::Interest {
+        interest(meta.is_event() && !is_internal(meta.target()))
+    }
+}
+
+fn interest(enabled: bool) -> tracing::subscriber::Interest {
+    if enabled {
+        tracing::subscriber::Interest::always()
+    } else {
+        tracing::subscriber::Interest::never()
+    }
+}
+
+/// Logs what `init` found once the logger is up: one warning per unusable setting, one per
+/// signal that fell back to no-op, then one line with the effective settings.
+pub(crate) fn report(config: &Config, warnings: &[ConfigWarning], problems: &[ExportProblem], log_bridge: bool) {
+    for w in warnings {
+        tracing::warn!(
+            target: "service_telemetry::config",
+            variable = %w.variable,
+            value = %w.value,
+            reason = %w.reason,
+            used_instead = %w.used_instead,
+            "invalid configuration: {w}"
+        );
+    }
+    for p in problems {
+        tracing::warn!(
+            target: "service_telemetry::export",
+            signal = %p.signal,
+            cause = %p.cause,
+            "{} exporter could not be built, falling back to no-op: {}",
+            p.signal,
+            p.cause
+        );
+    }
+    let describe = |signal: Signal| -> String {
+        let c = config.signal(signal);
+        if !config.exports(signal) {
+            return "none".to_owned();
+        }
+        let failed = problems.iter().any(|p| p.signal == signal);
+        let mut parts = Vec::new();
+        if c.otlp {
+            parts.push(format!(
+                "otlp {} {}{}{}",
+                c.protocol.as_str(),
+                c.endpoint,
+                if c.headers.is_empty() { String::new() } else { format!(" headers={}", c.headers) },
+                if failed { " (failed: no-op)" } else { "" }
+            ));
+        }
+        if c.console {
+            parts.push("console".to_owned());
+        }
+        parts.join(" + ")
+    };
+    tracing::info!(
+        target: "service_telemetry",
+        export_enabled = config.export_enabled,
+        service.name = %config.service_name,
+        service.version = config.service_version.as_deref().unwrap_or(""),
+        traces = %describe(Signal::Traces),
+        metrics = %describe(Signal::Metrics),
+        logs = %describe(Signal::Logs),
+        sampler = %config.sampler,
+        propagators = ?config.propagators,
+        log_filter = %config.log_filter,
+        log_bridge,
+        "telemetry initialised"
+    );
+}

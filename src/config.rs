@@ -1,0 +1,312 @@
+//! Effective configuration, resolved from the environment over code defaults.
+//!
+//! [`Config::from_lookup`] is a pure function of a lookup closure, so tests never touch the
+//! process environment. Every variable follows one policy, taken from the OpenTelemetry
+//! specification: an empty value is the same as an unset one; a value that cannot be used is
+//! reported as a [`ConfigWarning`] naming the variable, the rejected value and what was used
+//! instead, and resolution continues down the precedence chain. Nothing here can fail or panic.
+
+mod parse;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::time::Duration;
+
+pub use parse::percent_decode;
+
+/// What the service sets in code; every field may be overridden by the environment.
+#[derive(Debug, Clone, Default)]
+pub struct Defaults {
+    /// `service.name` used when neither `OTEL_SERVICE_NAME` nor `OTEL_RESOURCE_ATTRIBUTES` names one.
+    pub service_name: Option<String>,
+    /// `service.version`, unless `OTEL_RESOURCE_ATTRIBUTES` sets one.
+    pub service_version: Option<String>,
+    /// Whether export is on when `OTEL_ENABLED` is unset.
+    pub export_enabled: bool,
+    /// Log filter used when neither `LOG_LEVEL` nor `RUST_LOG` is set.
+    pub log_level: Option<String>,
+}
+
+/// The effective configuration after reading the environment.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Master switch: when false nothing is exported, but logs keep their trace ids.
+    pub export_enabled: bool,
+    /// `service.name` resource attribute.
+    pub service_name: String,
+    /// `service.version` resource attribute, when known.
+    pub service_version: Option<String>,
+    /// Other resource attributes from `OTEL_RESOURCE_ATTRIBUTES`, percent-decoded, in order.
+    pub resource_attributes: Vec<(String, String)>,
+    /// Trace export settings.
+    pub traces: SignalConfig,
+    /// Metric export settings.
+    pub metrics: SignalConfig,
+    /// Log-record export settings.
+    pub logs: SignalConfig,
+    /// The trace sampler.
+    pub sampler: Sampler,
+    /// Context propagators, in order; empty means none.
+    pub propagators: Vec<Propagator>,
+    /// Filter directives for the service's own logs (`tracing-subscriber` `EnvFilter` syntax).
+    pub log_filter: String,
+}
+
+/// The three OpenTelemetry signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Signal {
+    /// Spans.
+    Traces,
+    /// Metric points.
+    Metrics,
+    /// Log records.
+    Logs,
+}
+
+impl Signal {
+    /// All signals, in the order they are configured and flushed.
+    pub const ALL: [Signal; 3] = [Signal::Traces, Signal::Metrics, Signal::Logs];
+
+    /// Lower-case name, as in `/v1/{name}` and `OTEL_{NAME}_EXPORTER`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::Traces => "traces",
+            Signal::Metrics => "metrics",
+            Signal::Logs => "logs",
+        }
+    }
+
+    fn upper(self) -> &'static str {
+        match self {
+            Signal::Traces => "TRACES",
+            Signal::Metrics => "METRICS",
+            Signal::Logs => "LOGS",
+        }
+    }
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where one signal goes.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct SignalConfig {
+    /// Send to an OTLP endpoint.
+    pub otlp: bool,
+    /// Print to stderr in a human-readable form.
+    pub console: bool,
+    /// OTLP transport.
+    pub protocol: Protocol,
+    /// OTLP endpoint, final form (for HTTP, including `/v1/{signal}`).
+    pub endpoint: String,
+    /// The variable the endpoint came from, or `"default"`.
+    pub endpoint_source: &'static str,
+    /// Extra request headers (API keys); values are redacted in `Debug`.
+    pub headers: Headers,
+    /// Per-export timeout; `None` means no limit (`..._TIMEOUT=0`).
+    pub timeout: Option<Duration>,
+    /// Request compression.
+    pub compression: Compression,
+}
+
+impl SignalConfig {
+    /// Whether anything is exported for this signal.
+    pub fn is_exported(&self) -> bool {
+        self.otlp || self.console
+    }
+}
+
+/// OTLP transport protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// OTLP over gRPC (default port 4317).
+    Grpc,
+    /// OTLP over HTTP with protobuf bodies (default port 4318). The spec's default.
+    HttpProtobuf,
+}
+
+impl Protocol {
+    /// The spec's spelling: `grpc` or `http/protobuf`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "grpc",
+            Protocol::HttpProtobuf => "http/protobuf",
+        }
+    }
+}
+
+/// OTLP request compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Compression {
+    /// No compression.
+    None,
+    /// gzip.
+    Gzip,
+}
+
+/// Trace sampler, as named by `OTEL_TRACES_SAMPLER`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum Sampler {
+    /// `always_on`.
+    AlwaysOn,
+    /// `always_off`.
+    AlwaysOff,
+    /// `traceidratio` with its ratio.
+    TraceIdRatio(f64),
+    /// `parentbased_always_on` (the default).
+    ParentBasedAlwaysOn,
+    /// `parentbased_always_off`.
+    ParentBasedAlwaysOff,
+    /// `parentbased_traceidratio` with its ratio.
+    ParentBasedTraceIdRatio(f64),
+}
+
+impl fmt::Display for Sampler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Sampler::AlwaysOn => f.write_str("always_on"),
+            Sampler::AlwaysOff => f.write_str("always_off"),
+            Sampler::TraceIdRatio(r) => write!(f, "traceidratio({r})"),
+            Sampler::ParentBasedAlwaysOn => f.write_str("parentbased_always_on"),
+            Sampler::ParentBasedAlwaysOff => f.write_str("parentbased_always_off"),
+            Sampler::ParentBasedTraceIdRatio(r) => write!(f, "parentbased_traceidratio({r})"),
+        }
+    }
+}
+
+/// A context propagator named by `OTEL_PROPAGATORS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Propagator {
+    /// W3C `traceparent` / `tracestate`.
+    TraceContext,
+    /// W3C `baggage`.
+    Baggage,
+}
+
+/// OTLP headers. `Debug` and `Display` never show the values: they are usually API keys.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Headers(pub(crate) Vec<(String, String)>);
+
+impl Headers {
+    /// Header names and values, for building the exporter.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Whether there are no headers.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[")?;
+        for (i, (k, _)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{k}=<redacted>")?;
+        }
+        f.write_str("]")
+    }
+}
+
+/// One environment value that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConfigWarning {
+    /// The variable's name.
+    pub variable: String,
+    /// The rejected value (redacted for secret-bearing variables).
+    pub value: String,
+    /// Why it was rejected.
+    pub reason: String,
+    /// What was used instead.
+    pub used_instead: String,
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}={:?} ignored: {}; using {}",
+            self.variable, self.value, self.reason, self.used_instead
+        )
+    }
+}
+
+/// Default per-export timeout (spec: 10 s).
+pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Config {
+    /// Resolves the configuration from `lookup` with no code defaults.
+    ///
+    /// Returns the effective configuration and one warning per value that could not be used.
+    ///
+    /// ```
+    /// use service_telemetry::Config;
+    /// let (config, warnings) = Config::from_lookup(|name| match name {
+    ///     "OTEL_ENABLED" => Some("true".into()),
+    ///     "OTEL_TRACES_SAMPLER" => Some("bogus".into()),
+    ///     _ => None,
+    /// });
+    /// assert!(config.export_enabled);
+    /// assert_eq!(warnings[0].variable, "OTEL_TRACES_SAMPLER");
+    /// ```
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> (Config, Vec<ConfigWarning>) {
+        Self::resolve(&Defaults::default(), lookup)
+    }
+
+    /// Resolves the configuration from the process environment with no code defaults.
+    pub fn from_env() -> (Config, Vec<ConfigWarning>) {
+        Self::from_lookup(env_lookup)
+    }
+
+    /// Resolves the configuration: environment first, then `defaults`, then the spec's defaults.
+    pub fn resolve(
+        defaults: &Defaults,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> (Config, Vec<ConfigWarning>) {
+        let mut env = parse::Env::new(&lookup);
+        let config = parse::resolve(&mut env, defaults);
+        (config, env.into_warnings())
+    }
+
+    /// Whether `signal` is exported at all (export on and an exporter chosen).
+    pub fn exports(&self, signal: Signal) -> bool {
+        self.export_enabled && self.signal(signal).is_exported()
+    }
+
+    /// The settings of one signal.
+    pub fn signal(&self, signal: Signal) -> &SignalConfig {
+        match signal {
+            Signal::Traces => &self.traces,
+            Signal::Metrics => &self.metrics,
+            Signal::Logs => &self.logs,
+        }
+    }
+}
+
+/// Reads a variable from the process environment; non-UTF-8 values are kept lossily so that
+/// they are reported, not silently treated as unset.
+pub(crate) fn env_lookup(name: &str) -> Option<String> {
+    std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+}

@@ -1,0 +1,515 @@
+//! The resolver: one function per variable family, each with its precedence written out.
+
+use std::time::Duration;
+
+use tracing_subscriber::EnvFilter;
+
+use super::{
+    Compression, Config, ConfigWarning, Defaults, Headers, Propagator, Protocol, Sampler, Signal,
+    SignalConfig, DEFAULT_EXPORT_TIMEOUT,
+};
+
+/// Longest value quoted back in a warning; the rest is elided so a huge variable cannot flood
+/// the log.
+const MAX_QUOTED: usize = 200;
+/// `..._TIMEOUT=0` means "no limit" in the spec; the transports need a finite bound.
+const NO_LIMIT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Transport crates whose debug output drowns a service's own logs.
+const NOISY_TARGETS: &[&str] = &["h2", "hyper", "hyper_util", "tonic", "tower", "reqwest", "rustls"];
+
+pub(super) struct Env<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    warnings: Vec<ConfigWarning>,
+}
+
+impl<'a> Env<'a> {
+    pub(super) fn new(lookup: &'a dyn Fn(&str) -> Option<String>) -> Self {
+        Env {
+            lookup,
+            warnings: Vec::new(),
+        }
+    }
+
+    pub(super) fn into_warnings(self) -> Vec<ConfigWarning> {
+        self.warnings
+    }
+
+    /// The trimmed value, `None` when unset or empty (the spec treats both alike).
+    fn get(&self, name: &str) -> Option<String> {
+        let value = (self.lookup)(name)?;
+        let trimmed = value.trim();
+        if trimmed.is_empty() {
+            None
+        } else {
+            Some(trimmed.to_owned())
+        }
+    }
+
+    fn warn(&mut self, variable: &str, value: &str, reason: impl Into<String>, used: impl Into<String>) {
+        let mut quoted: String = value.chars().take(MAX_QUOTED).collect();
+        if quoted.len() < value.len() {
+            quoted.push_str("...");
+        }
+        self.warnings.push(ConfigWarning {
+            variable: variable.to_owned(),
+            value: quoted,
+            reason: reason.into(),
+            used_instead: used.into(),
+        });
+    }
+
+    /// First variable in `names` holding a value that `parse` accepts; rejected values warn and
+    /// resolution moves on to the next name, as if the rejected one were unset.
+    fn first<T>(
+        &mut self,
+        names: &[&str],
+        fallback: &dyn Fn() -> String,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Option<(T, String)> {
+        for (i, name) in names.iter().enumerate() {
+            let Some(raw) = self.get(name) else { continue };
+            match parse(&raw) {
+                Ok(v) => return Some((v, (*name).to_owned())),
+                Err(reason) => {
+                    let used = names[i + 1..]
+                        .iter()
+                        .find(|n| self.get(n).is_some())
+                        .map(|n| format!("the value of {n}"))
+                        .unwrap_or_else(fallback);
+                    self.warn(name, &raw, reason, used);
+                }
+            }
+        }
+        None
+    }
+}
+
+pub(super) fn resolve(env: &mut Env<'_>, defaults: &Defaults) -> Config {
+    let export_enabled = resolve_enabled(env, defaults);
+    let (service_name, service_version, resource_attributes) = resolve_resource(env, defaults);
+    let dev = resource_attributes.iter().any(|(k, v)| {
+        (k == "deployment.environment.name" || k == "deployment.environment")
+            && ["development", "dev", "local"].iter().any(|d| v.eq_ignore_ascii_case(d))
+    });
+    warn_unsupported_tls(env);
+    let traces = resolve_signal(env, Signal::Traces);
+    let metrics = resolve_signal(env, Signal::Metrics);
+    let logs = resolve_signal(env, Signal::Logs);
+    Config {
+        export_enabled,
+        service_name,
+        service_version,
+        resource_attributes,
+        traces,
+        metrics,
+        logs,
+        sampler: resolve_sampler(env),
+        propagators: resolve_propagators(env),
+        log_filter: resolve_log_filter(env, defaults, dev),
+    }
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err("not a boolean (expected true or false)".into()),
+    }
+}
+
+fn resolve_enabled(env: &mut Env<'_>, defaults: &Defaults) -> bool {
+    let default = defaults.export_enabled;
+    let enabled = env
+        .first(&["OTEL_ENABLED"], &|| format!("the default ({default})"), parse_bool)
+        .map_or(default, |(v, _)| v);
+    // Spec boolean: only "true" is true; anything else but "false" is reported.
+    let sdk_disabled = match env.get("OTEL_SDK_DISABLED") {
+        None => false,
+        Some(v) if v.eq_ignore_ascii_case("true") => true,
+        Some(v) if v.eq_ignore_ascii_case("false") => false,
+        Some(v) => {
+            env.warn("OTEL_SDK_DISABLED", &v, "not a boolean (expected true or false)", "false");
+            false
+        }
+    };
+    enabled && !sdk_disabled
+}
+
+fn resolve_resource(env: &mut Env<'_>, defaults: &Defaults) -> (String, Option<String>, Vec<(String, String)>) {
+    let mut attributes = Vec::new();
+    if let Some(raw) = env.get("OTEL_RESOURCE_ATTRIBUTES") {
+        match parse_resource_attributes(&raw) {
+            Ok(list) => attributes = list,
+            Err(reason) => env.warn("OTEL_RESOURCE_ATTRIBUTES", &raw, reason, "no resource attributes from the environment"),
+        }
+    }
+    let take = |attributes: &mut Vec<(String, String)>, key: &str| {
+        let pos = attributes.iter().rposition(|(k, _)| k == key)?;
+        let value = attributes.remove(pos).1;
+        attributes.retain(|(k, _)| k != key);
+        Some(value)
+    };
+    let from_attributes = take(&mut attributes, "service.name");
+    let version_attribute = take(&mut attributes, "service.version");
+    let service_name = env
+        .get("OTEL_SERVICE_NAME")
+        .or(from_attributes)
+        .or_else(|| defaults.service_name.clone().filter(|s| !s.trim().is_empty()))
+        .unwrap_or_else(executable_name);
+    let service_version = version_attribute.or_else(|| defaults.service_version.clone());
+    (service_name, service_version, attributes)
+}
+
+fn executable_name() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown_service".to_owned())
+}
+
+/// `key=value,key=value` with percent-encoded keys and values. Any bad entry rejects the whole
+/// variable, as the resource spec requires.
+pub(crate) fn parse_resource_attributes(raw: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for entry in raw.split(',') {
+        if entry.trim().is_empty() {
+            continue;
+        }
+        let (key, value) = entry
+            .split_once('=')
+            .ok_or_else(|| format!("entry {:?} has no '='", truncate(entry)))?;
+        let key = percent_decode(key.trim()).map_err(|e| format!("key {:?}: {e}", truncate(key)))?;
+        let value = percent_decode(value.trim()).map_err(|e| format!("value of {key:?}: {e}"))?;
+        if key.is_empty() {
+            return Err("an entry has an empty key".into());
+        }
+        out.push((key, value));
+    }
+    Ok(out)
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(40).collect()
+}
+
+/// Decodes `%XX` escapes; the result must be UTF-8. `+` is kept as is (this is not a form).
+pub fn percent_decode(input: &str) -> Result<String, String> {
+    let bytes = input.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("bad percent escape at byte {i}"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "percent escapes do not decode to UTF-8".to_owned())
+}
+
+fn warn_unsupported_tls(env: &mut Env<'_>) {
+    for suffix in ["CERTIFICATE", "CLIENT_CERTIFICATE", "CLIENT_KEY"] {
+        for signal in ["", "TRACES_", "METRICS_", "LOGS_"] {
+            let name = format!("OTEL_EXPORTER_OTLP_{signal}{suffix}");
+            if let Some(v) = env.get(&name) {
+                env.warn(&name, &v, "custom certificates are not supported by this version", "the system's trust roots and no client certificate");
+            }
+        }
+    }
+}
+
+fn resolve_signal(env: &mut Env<'_>, signal: Signal) -> SignalConfig {
+    let up = signal.upper();
+    let exporter_var = format!("OTEL_{up}_EXPORTER");
+    let (otlp, console) = match env.get(&exporter_var) {
+        None => (true, false),
+        Some(raw) => parse_exporters(env, &exporter_var, &raw),
+    };
+
+    let protocol_vars = [format!("OTEL_EXPORTER_OTLP_{up}_PROTOCOL"), "OTEL_EXPORTER_OTLP_PROTOCOL".to_owned()];
+    let protocol = env
+        .first(&[&protocol_vars[0], &protocol_vars[1]], &|| "the default (http/protobuf)".into(), parse_protocol)
+        .map_or(Protocol::HttpProtobuf, |(p, _)| p);
+
+    let insecure_vars = [format!("OTEL_EXPORTER_OTLP_{up}_INSECURE"), "OTEL_EXPORTER_OTLP_INSECURE".to_owned()];
+    let insecure = env
+        .first(&[&insecure_vars[0], &insecure_vars[1]], &|| "the default (false)".into(), parse_bool)
+        .is_some_and(|(v, _)| v);
+
+    let (endpoint, endpoint_source) = resolve_endpoint(env, signal, protocol, insecure);
+
+    let header_vars = [format!("OTEL_EXPORTER_OTLP_{up}_HEADERS"), "OTEL_EXPORTER_OTLP_HEADERS".to_owned()];
+    let headers = resolve_headers(env, &header_vars);
+
+    let timeout_vars = [format!("OTEL_EXPORTER_OTLP_{up}_TIMEOUT"), "OTEL_EXPORTER_OTLP_TIMEOUT".to_owned()];
+    let timeout = env
+        .first(&[&timeout_vars[0], &timeout_vars[1]], &|| "the default (10000 ms)".into(), parse_millis)
+        .map_or(Some(DEFAULT_EXPORT_TIMEOUT), |(t, _)| t);
+
+    let compression_vars = [format!("OTEL_EXPORTER_OTLP_{up}_COMPRESSION"), "OTEL_EXPORTER_OTLP_COMPRESSION".to_owned()];
+    let compression = env
+        .first(&[&compression_vars[0], &compression_vars[1]], &|| "no compression".into(), parse_compression)
+        .map_or(Compression::None, |(c, _)| c);
+
+    SignalConfig {
+        otlp,
+        console,
+        protocol,
+        endpoint,
+        endpoint_source,
+        headers,
+        timeout,
+        compression,
+    }
+}
+
+fn parse_exporters(env: &mut Env<'_>, var: &str, raw: &str) -> (bool, bool) {
+    let (mut otlp, mut console, mut none, mut any_known) = (false, false, false, false);
+    for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match item.to_ascii_lowercase().as_str() {
+            "otlp" => otlp = true,
+            "console" | "logging" => console = true,
+            "none" => none = true,
+            _ => {
+                env.warn(var, raw, format!("unknown exporter {item:?} (expected otlp, console or none)"), "the other listed exporters, else otlp");
+                continue;
+            }
+        }
+        any_known = true;
+    }
+    if none {
+        (false, false)
+    } else if any_known {
+        (otlp, console)
+    } else {
+        (true, false)
+    }
+}
+
+fn parse_protocol(value: &str) -> Result<Protocol, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "grpc" => Ok(Protocol::Grpc),
+        "http/protobuf" => Ok(Protocol::HttpProtobuf),
+        "http/json" => Err("http/json is not supported (use http/protobuf or grpc)".into()),
+        _ => Err("unknown protocol (expected grpc or http/protobuf)".into()),
+    }
+}
+
+fn parse_compression(value: &str) -> Result<Compression, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "gzip" => Ok(Compression::Gzip),
+        "none" => Ok(Compression::None),
+        _ => Err("unsupported compression (expected gzip or none)".into()),
+    }
+}
+
+/// Non-negative integer milliseconds; 0 means no limit.
+fn parse_millis(value: &str) -> Result<Option<Duration>, String> {
+    match value.parse::<u64>() {
+        Ok(0) => Ok(None),
+        Ok(ms) => Ok(Some(Duration::from_millis(ms).min(NO_LIMIT))),
+        Err(_) if value.starts_with('-') && value[1..].bytes().all(|b| b.is_ascii_digit()) => {
+            Err("negative duration".into())
+        }
+        Err(_) => Err("not a whole number of milliseconds".into()),
+    }
+}
+
+fn resolve_endpoint(env: &mut Env<'_>, signal: Signal, protocol: Protocol, insecure: bool) -> (String, &'static str) {
+    let signal_var = match signal {
+        Signal::Traces => "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        Signal::Metrics => "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        Signal::Logs => "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+    };
+    const GENERIC: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+    let default = match protocol {
+        Protocol::Grpc => "http://localhost:4317".to_owned(),
+        Protocol::HttpProtobuf => format!("http://localhost:4318/v1/{signal}"),
+    };
+    let check = |raw: &str| validate_endpoint(raw, protocol, insecure);
+    let default_for_warning = default.clone();
+    match env.first(&[signal_var, GENERIC], &|| format!("the default ({default_for_warning})"), check) {
+        // Spec: a per-signal endpoint is used as given; the generic one is a base URL.
+        Some((url, var)) if var == GENERIC && protocol == Protocol::HttpProtobuf => {
+            (format!("{}/v1/{signal}", url.trim_end_matches('/')), GENERIC)
+        }
+        Some((url, var)) if var == GENERIC => (url, GENERIC),
+        Some((url, _)) => (url, signal_var),
+        None => (default, "default"),
+    }
+}
+
+/// An absolute `http(s)://host[:port][/path]` URL. A gRPC endpoint without a scheme follows
+/// `OTEL_EXPORTER_OTLP_INSECURE` (https unless insecure), as the spec describes.
+fn validate_endpoint(raw: &str, protocol: Protocol, insecure: bool) -> Result<String, String> {
+    let with_scheme = if raw.contains("://") {
+        raw.to_owned()
+    } else if protocol == Protocol::Grpc {
+        format!("{}://{raw}", if insecure { "http" } else { "https" })
+    } else {
+        return Err("not an absolute URL (expected http://host:port or https://host:port)".into());
+    };
+    let uri: http::Uri = with_scheme.parse().map_err(|e| format!("not a valid URL ({e})"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => return Err("scheme must be http or https".into()),
+    }
+    match uri.authority() {
+        Some(a) if !a.host().is_empty() => Ok(with_scheme),
+        _ => Err("URL has no host".into()),
+    }
+}
+
+fn resolve_headers(env: &mut Env<'_>, vars: &[String; 2]) -> Headers {
+    // The first variable set wins whole (no merging), as the SDKs do.
+    let Some((var, raw)) = vars.iter().find_map(|v| env.get(v).map(|raw| (v.clone(), raw))) else {
+        return Headers::default();
+    };
+    let mut headers = Vec::new();
+    for entry in raw.split(',').filter(|e| !e.trim().is_empty()) {
+        let parsed = entry.split_once('=').and_then(|(k, v)| {
+            let key = percent_decode(k.trim()).ok()?.to_ascii_lowercase();
+            let value = percent_decode(v.trim()).ok()?;
+            let valid = http::HeaderName::from_bytes(key.as_bytes()).is_ok()
+                && http::HeaderValue::from_str(&value).is_ok();
+            valid.then_some((key, value))
+        });
+        match parsed {
+            Some(kv) => headers.push(kv),
+            None => {
+                // Never quote a header value back: it is usually a secret.
+                let name = entry.split('=').next().unwrap_or("").trim();
+                let shown = if http::HeaderName::from_bytes(name.as_bytes()).is_ok() {
+                    format!("{name}=<redacted>")
+                } else {
+                    "<redacted>".to_owned()
+                };
+                env.warn(&var, &shown, "malformed header entry (expected key=value with a valid header name and value)", "the other entries");
+            }
+        }
+    }
+    Headers(headers)
+}
+
+fn resolve_sampler(env: &mut Env<'_>) -> Sampler {
+    const DEFAULT: Sampler = Sampler::ParentBasedAlwaysOn;
+    let Some(raw) = env.get("OTEL_TRACES_SAMPLER") else { return DEFAULT };
+    let ratio = |env: &mut Env<'_>| -> f64 {
+        let Some(arg) = env.get("OTEL_TRACES_SAMPLER_ARG") else { return 1.0 };
+        match arg.parse::<f64>() {
+            Ok(r) if (0.0..=1.0).contains(&r) => r,
+            _ => {
+                env.warn("OTEL_TRACES_SAMPLER_ARG", &arg, "not a ratio between 0 and 1", "1.0");
+                1.0
+            }
+        }
+    };
+    match raw.to_ascii_lowercase().as_str() {
+        "always_on" => Sampler::AlwaysOn,
+        "always_off" => Sampler::AlwaysOff,
+        "traceidratio" => Sampler::TraceIdRatio(ratio(env)),
+        "parentbased_always_on" => Sampler::ParentBasedAlwaysOn,
+        "parentbased_always_off" => Sampler::ParentBasedAlwaysOff,
+        "parentbased_traceidratio" => Sampler::ParentBasedTraceIdRatio(ratio(env)),
+        _ => {
+            env.warn("OTEL_TRACES_SAMPLER", &raw, "unknown or unsupported sampler", DEFAULT.to_string());
+            DEFAULT
+        }
+    }
+}
+
+fn resolve_propagators(env: &mut Env<'_>) -> Vec<Propagator> {
+    const DEFAULT: [Propagator; 2] = [Propagator::TraceContext, Propagator::Baggage];
+    let Some(raw) = env.get("OTEL_PROPAGATORS") else { return DEFAULT.to_vec() };
+    let mut out = Vec::new();
+    let mut none = false;
+    for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let p = match item.to_ascii_lowercase().as_str() {
+            "tracecontext" => Propagator::TraceContext,
+            "baggage" => Propagator::Baggage,
+            "none" => {
+                none = true;
+                continue;
+            }
+            _ => {
+                env.warn("OTEL_PROPAGATORS", &raw, format!("unknown or unsupported propagator {item:?}"), "the other listed propagators");
+                continue;
+            }
+        };
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    if none {
+        Vec::new()
+    } else {
+        out
+    }
+}
+
+fn resolve_log_filter(env: &mut Env<'_>, defaults: &Defaults, dev: bool) -> String {
+    let environment_default = if dev { "debug" } else { "info" };
+    let code_default = defaults
+        .log_level
+        .as_deref()
+        .and_then(|d| normalize_filter(d).ok());
+    let fallback = if dev {
+        "debug (deployment environment is development)".to_owned()
+    } else {
+        code_default.clone().unwrap_or_else(|| "info".to_owned())
+    };
+    let mut filter = env
+        .first(&["LOG_LEVEL", "RUST_LOG"], &|| fallback.clone(), normalize_filter)
+        .map(|(f, _)| f)
+        .unwrap_or_else(|| if dev { environment_default.to_owned() } else { code_default.unwrap_or_else(|| "info".to_owned()) });
+
+    let bare_verbose = matches!(filter.as_str(), "debug" | "trace");
+    if bare_verbose {
+        for target in NOISY_TARGETS {
+            filter.push_str(&format!(",{target}=info"));
+        }
+    }
+    // The SDK's own info lines are lifecycle chatter; unless asked for, show warnings only.
+    let sdk_level = match env.get("OTEL_LOG_LEVEL") {
+        None => "warn",
+        Some(raw) => parse_level(&raw).unwrap_or_else(|reason| {
+            env.warn("OTEL_LOG_LEVEL", &raw, reason, "warn");
+            "warn"
+        }),
+    };
+    filter.push_str(",opentelemetry=");
+    filter.push_str(sdk_level);
+    filter
+}
+
+fn parse_level(raw: &str) -> Result<&'static str, String> {
+    match raw.to_ascii_lowercase().as_str() {
+        "error" | "fatal" | "critical" => Ok("error"),
+        "warn" | "warning" => Ok("warn"),
+        "info" => Ok("info"),
+        "debug" => Ok("debug"),
+        "trace" => Ok("trace"),
+        "off" | "none" => Ok("off"),
+        _ => Err("unknown level (expected error, warn, info, debug, trace or off)".into()),
+    }
+}
+
+/// A bare level (any case, `warning` accepted) or full `EnvFilter` directives.
+fn normalize_filter(raw: &str) -> Result<String, String> {
+    if let Ok(level) = parse_level(raw) {
+        return Ok(level.to_owned());
+    }
+    EnvFilter::builder()
+        .parse(raw)
+        .map(|_| raw.to_owned())
+        .map_err(|e| format!("not a level or filter directive ({e})"))
+}

@@ -1,0 +1,182 @@
+//! The three export pipelines (traces, metrics, logs), with a no-op fallback for each.
+//!
+//! Building never fails: a pipeline that cannot be built is left out and reported as an
+//! [`ExportProblem`], which `init` logs as one warning once the logger is up.
+
+mod bounded;
+mod console;
+mod otlp;
+
+use opentelemetry_sdk::logs::{LoggerProviderBuilder, SdkLoggerProvider};
+use opentelemetry_sdk::metrics::{MeterProviderBuilder, SdkMeterProvider};
+use opentelemetry_sdk::trace::{SdkTracerProvider, TracerProviderBuilder};
+use opentelemetry_sdk::Resource;
+use tokio::runtime::{Handle, Runtime};
+
+use crate::config::{Config, Protocol, Sampler, Signal, SignalConfig};
+use bounded::OnRuntime;
+use console::Console;
+
+/// Why one signal's exporter could not be built; the signal falls back to no-op.
+#[derive(Debug, Clone)]
+pub(crate) struct ExportProblem {
+    pub(crate) signal: Signal,
+    pub(crate) cause: String,
+}
+
+/// The providers `init` installs, plus the runtime that drives gRPC exports.
+pub(crate) struct Pipelines {
+    pub(crate) tracer_provider: SdkTracerProvider,
+    pub(crate) meter_provider: Option<SdkMeterProvider>,
+    pub(crate) logger_provider: Option<SdkLoggerProvider>,
+    pub(crate) runtime: Option<Runtime>,
+}
+
+pub(crate) fn build(config: &Config, resource: &Resource) -> (Pipelines, Vec<ExportProblem>) {
+    let mut problems = Vec::new();
+    let runtime = if needs_runtime(config) {
+        match export_runtime() {
+            Ok(rt) => Some(rt),
+            Err(e) => {
+                problems.push(ExportProblem {
+                    signal: Signal::Traces,
+                    cause: format!("could not start the export runtime for gRPC: {e}"),
+                });
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let handle = runtime.as_ref().map(Runtime::handle);
+
+    let mut traces = SdkTracerProvider::builder()
+        .with_sampler(sdk_sampler(config.sampler))
+        .with_resource(resource.clone());
+    let mut traces_ok = false;
+    if config.exports(Signal::Traces) {
+        (traces, traces_ok) = add_traces(traces, &config.traces, handle, &mut problems);
+    }
+    let _ = traces_ok;
+
+    let meter_provider = config.exports(Signal::Metrics).then(|| {
+        let builder = SdkMeterProvider::builder().with_resource(resource.clone());
+        let (builder, ok) = add_metrics(builder, &config.metrics, handle, &mut problems);
+        ok.then(|| builder.build())
+    });
+
+    let logger_provider = config.exports(Signal::Logs).then(|| {
+        let builder = SdkLoggerProvider::builder().with_resource(resource.clone());
+        let (builder, ok) = add_logs(builder, &config.logs, handle, &mut problems);
+        ok.then(|| builder.build())
+    });
+
+    let pipelines = Pipelines {
+        tracer_provider: traces.build(),
+        meter_provider: meter_provider.flatten(),
+        logger_provider: logger_provider.flatten(),
+        runtime,
+    };
+    (pipelines, problems)
+}
+
+fn needs_runtime(config: &Config) -> bool {
+    cfg!(feature = "grpc")
+        && Signal::ALL.iter().any(|&s| {
+            let c = config.signal(s);
+            config.exports(s) && c.otlp && c.protocol == Protocol::Grpc
+        })
+}
+
+/// One worker thread is plenty for three batch exports; it is the thread that drives tonic's
+/// connections whatever runtime (or none) the service uses.
+fn export_runtime() -> std::io::Result<Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("otel-export")
+        .enable_all()
+        .build()
+}
+
+fn sdk_sampler(sampler: Sampler) -> opentelemetry_sdk::trace::Sampler {
+    use opentelemetry_sdk::trace::Sampler as S;
+    match sampler {
+        Sampler::AlwaysOn => S::AlwaysOn,
+        Sampler::AlwaysOff => S::AlwaysOff,
+        Sampler::TraceIdRatio(r) => S::TraceIdRatioBased(r),
+        Sampler::ParentBasedAlwaysOn => S::ParentBased(Box::new(S::AlwaysOn)),
+        Sampler::ParentBasedAlwaysOff => S::ParentBased(Box::new(S::AlwaysOff)),
+        Sampler::ParentBasedTraceIdRatio(r) => S::ParentBased(Box::new(S::TraceIdRatioBased(r))),
+        #[allow(unreachable_patterns)]
+        _ => S::ParentBased(Box::new(S::AlwaysOn)),
+    }
+}
+
+/// Builds the OTLP exporter `$exporter` (an opentelemetry-otlp exporter type) for `$config`,
+/// as `Result<OnRuntime<$exporter>, String>`.
+macro_rules! otlp_exporter {
+    ($exporter:ty, $config:expr, $handle:expr) => {{
+        let config: &SignalConfig = $config;
+        let handle: Option<&Handle> = $handle;
+        otlp::preflight(config).and_then(|()| match config.protocol {
+            #[cfg(feature = "grpc")]
+            Protocol::Grpc => {
+                let handle = handle.ok_or_else(|| "no export runtime for gRPC".to_owned())?;
+                // tonic spawns its connection task on the runtime current at build time.
+                let _entered = handle.enter();
+                otlp::tonic(<$exporter>::builder().with_tonic(), config)
+                    .build()
+                    .map(|e| OnRuntime::new(e, handle.clone(), otlp::timeout(config)))
+                    .map_err(|e| e.to_string())
+            }
+            #[cfg(feature = "http")]
+            Protocol::HttpProtobuf => {
+                let _ = handle;
+                otlp::http(<$exporter>::builder().with_http(), config)
+                    .build()
+                    .map(OnRuntime::passthrough)
+                    .map_err(|e| e.to_string())
+            }
+            #[allow(unreachable_patterns)]
+            _ => {
+                let _ = handle;
+                Err(format!("protocol {} is not compiled in", config.protocol.as_str()))
+            }
+        })
+    }};
+}
+
+/// Adds the configured exporters to one provider builder; returns whether any was added.
+macro_rules! add_exporters {
+    ($name:ident, $builder:ty, $signal:expr, $exporter:ty, $add:ident) => {
+        fn $name(
+            mut builder: $builder,
+            config: &SignalConfig,
+            handle: Option<&Handle>,
+            problems: &mut Vec<ExportProblem>,
+        ) -> ($builder, bool) {
+            let mut added = false;
+            if config.otlp {
+                #[allow(unused_variables)]
+                let built: Result<OnRuntime<$exporter>, String> = otlp_exporter!($exporter, config, handle);
+                match built {
+                    #[allow(unreachable_code)]
+                    Ok(exporter) => {
+                        builder = builder.$add(exporter);
+                        added = true;
+                    }
+                    Err(cause) => problems.push(ExportProblem { signal: $signal, cause }),
+                }
+            }
+            if config.console {
+                builder = builder.$add(Console);
+                added = true;
+            }
+            (builder, added)
+        }
+    };
+}
+
+add_exporters!(add_traces, TracerProviderBuilder, Signal::Traces, opentelemetry_otlp::SpanExporter, with_batch_exporter);
+add_exporters!(add_metrics, MeterProviderBuilder, Signal::Metrics, opentelemetry_otlp::MetricExporter, with_periodic_exporter);
+add_exporters!(add_logs, LoggerProviderBuilder, Signal::Logs, opentelemetry_otlp::LogExporter, with_batch_exporter);

@@ -1,0 +1,84 @@
+//! OTLP exporters built from a resolved [`SignalConfig`], never from the environment.
+//!
+//! Everything is passed to the builders explicitly: settings given in code take precedence
+//! over the environment in opentelemetry-otlp, so the SDK's own environment reading cannot
+//! disagree with what [`crate::Config`] resolved and reported.
+
+#[cfg(any(feature = "grpc", feature = "http"))]
+use std::time::Duration;
+
+use crate::config::{Protocol, SignalConfig};
+
+/// The transport-independent setting the exporter builders need.
+#[cfg(any(feature = "grpc", feature = "http"))]
+pub(crate) fn timeout(config: &SignalConfig) -> Duration {
+    // The spec's "0 = no limit" still needs a finite number for the transports.
+    config.timeout.unwrap_or(Duration::from_secs(24 * 60 * 60))
+}
+
+/// Checks what no builder checks for us before anything is built.
+pub(crate) fn preflight(config: &SignalConfig) -> Result<(), String> {
+    if config.endpoint.starts_with("https://") {
+        return Err(format!(
+            "endpoint {} (from {}) uses https, but this build has no TLS support; refusing to send telemetry in plaintext",
+            config.endpoint, config.endpoint_source
+        ));
+    }
+    match config.protocol {
+        Protocol::Grpc if !cfg!(feature = "grpc") => Err(
+            "protocol grpc is not compiled in (enable the `grpc` cargo feature of service-telemetry)".into(),
+        ),
+        Protocol::HttpProtobuf if !cfg!(feature = "http") => Err(
+            "protocol http/protobuf is not compiled in (enable the `http` cargo feature of service-telemetry)"
+                .into(),
+        ),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(any(feature = "grpc", feature = "http"))]
+fn compression(config: &SignalConfig) -> Option<opentelemetry_otlp::Compression> {
+    match config.compression {
+        crate::config::Compression::Gzip => Some(opentelemetry_otlp::Compression::Gzip),
+        crate::config::Compression::None => None,
+    }
+}
+
+#[cfg(feature = "grpc")]
+pub(crate) fn tonic<B>(builder: B, config: &SignalConfig) -> B
+where
+    B: opentelemetry_otlp::WithExportConfig + opentelemetry_otlp::WithTonicConfig,
+{
+    use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
+    let mut headers = http::HeaderMap::new();
+    for (k, v) in config.headers.iter() {
+        if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(k.as_bytes()), http::HeaderValue::from_str(v)) {
+            headers.insert(k, v);
+        }
+    }
+    let builder = builder
+        .with_endpoint(config.endpoint.clone())
+        .with_timeout(timeout(config))
+        .with_metadata(MetadataMap::from_headers(headers));
+    match compression(config) {
+        Some(c) => builder.with_compression(c),
+        None => builder,
+    }
+}
+
+#[cfg(feature = "http")]
+pub(crate) fn http<B>(builder: B, config: &SignalConfig) -> B
+where
+    B: opentelemetry_otlp::WithExportConfig + opentelemetry_otlp::WithHttpConfig,
+{
+    let headers = config.headers.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+    let builder = builder
+        .with_endpoint(config.endpoint.clone())
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_timeout(timeout(config))
+        .with_headers(headers);
+    match compression(config) {
+        Some(c) => builder.with_compression(c),
+        None => builder,
+    }
+}

@@ -1,0 +1,293 @@
+//! The JSON line layer: one object per event, span fields rendered once per span, trace ids
+//! read from the active OpenTelemetry context.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
+
+use opentelemetry::trace::{SpanContext, TraceContextExt};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_core::dispatcher::WeakDispatch;
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::Layer;
+
+use super::escape::{debug_quoted_into, escape_into, quoted_into};
+use super::time::write_timestamp;
+use super::writer::LogWriter;
+
+/// Keys the line itself uses; an event field with one of these names is written as
+/// `field.<name>` so that every key in a line is unique.
+const RESERVED: &[&str] = &["timestamp", "level", "target", "trace_id", "span_id", "span", "spans"];
+
+/// Lines longer than this are not kept in the thread's reusable buffer, so one huge event
+/// does not pin megabytes per thread.
+const KEEP_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Formats events as JSON lines.
+pub(crate) struct JsonLayer {
+    writer: Arc<dyn LogWriter>,
+    dispatch: OnceLock<WeakDispatch>,
+}
+
+impl JsonLayer {
+    pub(crate) fn new(writer: Arc<dyn LogWriter>) -> Self {
+        JsonLayer {
+            writer,
+            dispatch: OnceLock::new(),
+        }
+    }
+}
+
+/// A span's fields pre-rendered as `"k":v,"k2":v2` (no braces), kept in the span's extensions.
+struct SpanFields(String);
+
+struct Buffers {
+    line: String,
+    fields: String,
+}
+
+thread_local! {
+    static BUFFERS: RefCell<Buffers> = const { RefCell::new(Buffers { line: String::new(), fields: String::new() }) };
+}
+
+impl<S> Layer<S> for JsonLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        let _ = self.dispatch.set(subscriber.downgrade());
+    }
+
+    fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, id: &tracing::span::Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut rendered = String::new();
+        attrs.record(&mut FieldWriter::for_span(&mut rendered));
+        span.extensions_mut().insert(SpanFields(rendered));
+    }
+
+    fn on_record(&self, id: &tracing::span::Id, values: &tracing::span::Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut extensions = span.extensions_mut();
+        if let Some(SpanFields(rendered)) = extensions.get_mut::<SpanFields>() {
+            values.record(&mut FieldWriter::for_span(rendered));
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let now = SystemTime::now();
+        // A log call made while this thread is already formatting (a Debug impl that logs)
+        // gets a fresh buffer instead of a RefCell panic.
+        let reentrant = BUFFERS.with(|b| {
+            let Ok(mut buffers) = b.try_borrow_mut() else { return true };
+            let Buffers { line, fields } = &mut *buffers;
+            self.format_event(line, fields, event, &ctx, now);
+            self.writer.write_line(line.as_bytes());
+            if line.capacity() > KEEP_BUFFER_BYTES {
+                *line = String::new();
+            }
+            if fields.capacity() > KEEP_BUFFER_BYTES {
+                *fields = String::new();
+            }
+            false
+        });
+        if reentrant {
+            let (mut line, mut fields) = (String::new(), String::new());
+            self.format_event(&mut line, &mut fields, event, &ctx, now);
+            self.writer.write_line(line.as_bytes());
+        }
+    }
+}
+
+impl JsonLayer {
+    fn format_event<S>(&self, line: &mut String, fields: &mut String, event: &Event<'_>, ctx: &Context<'_, S>, now: SystemTime)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        line.clear();
+        fields.clear();
+        let meta = event.metadata();
+        line.push_str("{\"timestamp\":\"");
+        write_timestamp(line, now);
+        line.push_str("\",\"level\":\"");
+        line.push_str(level_str(meta.level()));
+        line.push_str("\",\"message\":");
+        let mut visitor = FieldWriter::for_event(fields, line);
+        event.record(&mut visitor);
+        if !visitor.message_written {
+            line.push_str("\"\"");
+        }
+        line.push_str(",\"target\":");
+        quoted_into(line, meta.target());
+        line.push_str(fields);
+
+        if let Some(span_context) = self.span_context(event) {
+            line.push_str(",\"trace_id\":\"");
+            let _ = fmt::Write::write_fmt(line, format_args!("{}", span_context.trace_id()));
+            line.push_str("\",\"span_id\":\"");
+            let _ = fmt::Write::write_fmt(line, format_args!("{}", span_context.span_id()));
+            line.push('"');
+        }
+
+        if let Some(leaf) = ctx.event_span(event) {
+            line.push_str(",\"span\":");
+            push_span(line, &leaf);
+            line.push_str(",\"spans\":[");
+            for (i, span) in leaf.scope().from_root().enumerate() {
+                if i > 0 {
+                    line.push(',');
+                }
+                push_span(line, &span);
+            }
+            line.push(']');
+        }
+        line.push_str("}\n");
+    }
+
+    fn span_context(&self, event: &Event<'_>) -> Option<SpanContext> {
+        let context = if event.is_contextual() {
+            // tracing-opentelemetry activates the span's context on enter.
+            opentelemetry::Context::map_current(|cx| cx.span().span_context().clone())
+        } else {
+            let id = event.parent()?;
+            let dispatch = self.dispatch.get()?.upgrade()?;
+            let cx = tracing_opentelemetry::get_otel_context(id, &dispatch)?;
+            cx.span().span_context().clone()
+        };
+        context.is_valid().then_some(context)
+    }
+}
+
+fn push_span<S>(out: &mut String, span: &tracing_subscriber::registry::SpanRef<'_, S>)
+where
+    S: for<'a> LookupSpan<'a>,
+{
+    out.push_str("{\"name\":");
+    quoted_into(out, span.name());
+    let ext = span.extensions();
+    if let Some(SpanFields(rendered)) = ext.get::<SpanFields>() {
+        if !rendered.is_empty() {
+            out.push(',');
+            out.push_str(rendered);
+        }
+    }
+    out.push('}');
+}
+
+fn level_str(level: &Level) -> &'static str {
+    match *level {
+        Level::ERROR => "error",
+        Level::WARN => "warn",
+        Level::INFO => "info",
+        Level::DEBUG => "debug",
+        Level::TRACE => "trace",
+    }
+}
+
+/// Writes fields as `,"name":value` pairs. For events, `message` goes to its own buffer so it
+/// can sit near the front of the line.
+struct FieldWriter<'a> {
+    out: &'a mut String,
+    message: Option<&'a mut String>,
+    message_written: bool,
+    /// Span fields are stored without a leading comma before the first one.
+    leading_comma: bool,
+}
+
+impl<'a> FieldWriter<'a> {
+    fn for_span(out: &'a mut String) -> Self {
+        let leading_comma = !out.is_empty();
+        FieldWriter {
+            out,
+            message: None,
+            message_written: false,
+            leading_comma,
+        }
+    }
+
+    fn for_event(out: &'a mut String, message: &'a mut String) -> Self {
+        FieldWriter {
+            out,
+            message: Some(message),
+            message_written: false,
+            leading_comma: true,
+        }
+    }
+
+    /// Starts a field and returns the buffer its value goes into.
+    fn key(&mut self, field: &Field) -> &mut String {
+        let name = field.name();
+        let is_event = self.message.is_some();
+        if is_event && name == "message" && !self.message_written {
+            self.message_written = true;
+            if let Some(message) = self.message.as_deref_mut() {
+                return message;
+            }
+        }
+        if self.leading_comma {
+            self.out.push(',');
+        }
+        self.leading_comma = true;
+        self.out.push('"');
+        if is_event && RESERVED.contains(&name) {
+            self.out.push_str("field.");
+        }
+        escape_into(self.out, name);
+        self.out.push_str("\":");
+        self.out
+    }
+}
+
+impl Visit for FieldWriter<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        debug_quoted_into(self.key(field), value);
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        quoted_into(self.key(field), value);
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.key(field).push_str(itoa::Buffer::new().format(value));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.key(field).push_str(itoa::Buffer::new().format(value));
+    }
+
+    fn record_i128(&mut self, field: &Field, value: i128) {
+        self.key(field).push_str(itoa::Buffer::new().format(value));
+    }
+
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        self.key(field).push_str(itoa::Buffer::new().format(value));
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        let out = self.key(field);
+        if value.is_finite() {
+            out.push_str(ryu::Buffer::new().format_finite(value));
+        } else {
+            // JSON has no NaN or infinity.
+            quoted_into(out, &value.to_string());
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.key(field).push_str(if value { "true" } else { "false" });
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        let out = self.key(field);
+        out.push('"');
+        let _ = fmt::Write::write_fmt(&mut super::escape::Escaper(out), format_args!("{value}"));
+        let mut source = value.source();
+        while let Some(cause) = source {
+            let _ = fmt::Write::write_fmt(&mut super::escape::Escaper(out), format_args!(": {cause}"));
+            source = cause.source();
+        }
+        out.push('"');
+    }
+}

@@ -1,0 +1,172 @@
+//! The guard returned by `init`: flushes and shuts the pipelines down within one bound.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::logs::SdkLoggerProvider;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tokio::runtime::Runtime;
+
+use crate::builder::TelemetryBuilder;
+use crate::config::{Config, Signal};
+use crate::error::FlushError;
+use crate::logs::LogWriter;
+
+/// Default bound for flushing everything when the guard is dropped.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Installed telemetry. Keep it alive for the life of the service; dropping it flushes and
+/// shuts down all three signals within one total bound (default 5 s, see
+/// [`TelemetryBuilder::shutdown_timeout`]).
+#[must_use = "dropping the guard shuts telemetry down at once; bind it: `let _telemetry = ...`"]
+pub struct Telemetry {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: Config,
+    pub(crate) tracer_provider: SdkTracerProvider,
+    pub(crate) meter_provider: Option<SdkMeterProvider>,
+    pub(crate) logger_provider: Option<SdkLoggerProvider>,
+    pub(crate) runtime: Mutex<Option<Runtime>>,
+    pub(crate) writer: Arc<dyn LogWriter>,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) shut_down: AtomicBool,
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Flush,
+    Shutdown,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("config", &self.inner.config)
+            .field("shutdown_timeout", &self.inner.shutdown_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Telemetry {
+    /// A builder for code defaults; the environment still overrides them.
+    pub fn builder() -> TelemetryBuilder {
+        TelemetryBuilder::default()
+    }
+
+    pub(crate) fn from_inner(inner: Inner) -> Self {
+        Telemetry { inner: Arc::new(inner) }
+    }
+
+    /// The configuration in effect.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Exports everything buffered so far, waiting at most the shutdown timeout in total.
+    ///
+    /// Safe to call from any thread and from inside an async runtime of any flavour: the SDK
+    /// calls run on threads of their own, so a hung collector costs at most the bound.
+    pub fn flush(&self) -> Result<(), FlushError> {
+        let result = self.inner.run_bounded(Op::Flush, self.inner.shutdown_timeout);
+        self.inner.writer.flush();
+        result
+    }
+
+    /// Flushes and shuts down every signal within `timeout` in total. Idempotent: later calls
+    /// (and the drop) return `Ok` at once.
+    pub fn shutdown(&self, timeout: Duration) -> Result<(), FlushError> {
+        self.inner.shutdown(timeout)
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Err(e) = self.inner.shutdown(self.inner.shutdown_timeout) {
+            tracing::warn!(target: "service_telemetry", error = %e, "telemetry shutdown incomplete");
+            self.inner.writer.flush();
+        }
+    }
+}
+
+impl Inner {
+    fn shutdown(&self, timeout: Duration) -> Result<(), FlushError> {
+        if self.shut_down.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let result = self.run_bounded(Op::Shutdown, timeout);
+        if let Some(runtime) = self.runtime.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            // Never blocks, even inside an async context (a plain drop would panic there).
+            runtime.shutdown_background();
+        }
+        self.writer.flush();
+        result
+    }
+
+    /// Runs `op` on every provider at once, each on its own thread, and waits until all are
+    /// done or `timeout` has passed in total. Threads still running then are abandoned: an
+    /// exporter stuck on a silent collector must not hold the service.
+    fn run_bounded(&self, op: Op, timeout: Duration) -> Result<(), FlushError> {
+        let deadline = Instant::now() + timeout;
+        let (tx, rx) = mpsc::channel::<(Signal, OTelSdkResult)>();
+        let mut pending: Vec<Signal> = Vec::new();
+        let mut failures: Vec<FlushError> = Vec::new();
+
+        let mut spawn = |signal: Signal, work: Box<dyn FnOnce() -> OTelSdkResult + Send>| {
+            let tx = tx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("telemetry-{}", signal.as_str()))
+                .spawn(move || {
+                    let _ = tx.send((signal, work()));
+                });
+            match spawned {
+                Ok(_) => pending.push(signal),
+                Err(e) => failures.push(FlushError::Exporter { signal, reason: format!("could not start flush thread: {e}") }),
+            }
+        };
+
+        let traces = self.tracer_provider.clone();
+        spawn(Signal::Traces, Box::new(move || match op {
+            Op::Flush => traces.force_flush(),
+            Op::Shutdown => traces.shutdown_with_timeout(timeout),
+        }));
+        if let Some(metrics) = self.meter_provider.clone() {
+            spawn(Signal::Metrics, Box::new(move || match op {
+                Op::Flush => metrics.force_flush(),
+                Op::Shutdown => metrics.shutdown_with_timeout(timeout),
+            }));
+        }
+        if let Some(logs) = self.logger_provider.clone() {
+            spawn(Signal::Logs, Box::new(move || match op {
+                Op::Flush => logs.force_flush(),
+                Op::Shutdown => logs.shutdown_with_timeout(timeout),
+            }));
+        }
+        drop(tx);
+
+        while !pending.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok((signal, result)) => {
+                    pending.retain(|s| *s != signal);
+                    if let Err(e) = result {
+                        if !is_benign(&e) {
+                            failures.push(FlushError::Exporter { signal, reason: e.to_string() });
+                        }
+                    }
+                }
+                Err(_) => return Err(FlushError::TimedOut { timeout, pending }),
+            }
+        }
+        failures.into_iter().next().map_or(Ok(()), Err)
+    }
+}
+
+/// A provider with nothing to do (no exporter configured, or already shut down) is not a failure.
+fn is_benign(e: &opentelemetry_sdk::error::OTelSdkError) -> bool {
+    matches!(e, opentelemetry_sdk::error::OTelSdkError::AlreadyShutdown)
+}
