@@ -1,6 +1,6 @@
 //! The builder: code defaults, then `init` wires config, pipelines and the subscriber together.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -126,7 +126,8 @@ impl TelemetryBuilder {
         let (config, warnings) = self.config();
         let resource = crate::resource::build(&config);
         let (pipelines, problems) = export::build(&config, &resource);
-        let dispatch = subscriber(&config, &pipelines, self.writer.clone());
+        let logs_open = Arc::new(AtomicBool::new(true));
+        let dispatch = subscriber(&config, &pipelines, self.writer.clone(), logs_open.clone());
 
         if tracing::dispatcher::set_global_default(dispatch.into()).is_err() {
             shutdown_unused(pipelines, self.shutdown_timeout);
@@ -153,6 +154,7 @@ impl TelemetryBuilder {
             writer: self.writer,
             shutdown_timeout: self.shutdown_timeout,
             shut_down: AtomicBool::new(false),
+            logs_open,
         }))
     }
 
@@ -176,6 +178,7 @@ impl TelemetryBuilder {
                     writer,
                     shutdown_timeout: timeout,
                     shut_down: AtomicBool::new(false),
+                    logs_open: Arc::new(AtomicBool::new(false)),
                 })
             }
         }
@@ -196,7 +199,12 @@ fn shutdown_unused(pipelines: Pipelines, timeout: Duration) {
 }
 
 /// The full subscriber: level filter, span export, JSON lines and log-record export.
-pub(crate) fn subscriber(config: &Config, pipelines: &Pipelines, writer: Arc<dyn LogWriter>) -> impl Subscriber + Send + Sync {
+pub(crate) fn subscriber(
+    config: &Config,
+    pipelines: &Pipelines,
+    writer: Arc<dyn LogWriter>,
+    logs_open: Arc<AtomicBool>,
+) -> impl Subscriber + Send + Sync {
     // Validated in Config; the fallback only guards against a future mismatch.
     let filter = EnvFilter::builder()
         .parse(&config.log_filter)
@@ -209,7 +217,7 @@ pub(crate) fn subscriber(config: &Config, pipelines: &Pipelines, writer: Arc<dyn
         .with_filter(ExportableSpans);
     let log_records = pipelines.logger_provider.as_ref().map(|provider| {
         opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(provider)
-            .with_filter(ExportableEvents)
+            .with_filter(ExportableEvents(logs_open.clone()))
     });
     Registry::default()
         .with(filter)
@@ -231,8 +239,9 @@ fn is_internal(target: &str) -> bool {
 
 /// Spans only (log events go out as log records, not span events), minus internal targets.
 struct ExportableSpans;
-/// Events only, minus internal targets.
-struct ExportableEvents;
+/// Events only, minus internal targets, while the logger provider is open (after shutdown
+/// the SDK would warn about every record).
+struct ExportableEvents(Arc<AtomicBool>);
 
 impl<S: Subscriber> Filter<S> for ExportableSpans {
     fn enabled(&self, meta: &Metadata<'_>, _: &Context<'_, S>) -> bool {
@@ -246,11 +255,15 @@ impl<S: Subscriber> Filter<S> for ExportableSpans {
 
 impl<S: Subscriber> Filter<S> for ExportableEvents {
     fn enabled(&self, meta: &Metadata<'_>, _: &Context<'_, S>) -> bool {
-        meta.is_event() && !is_internal(meta.target())
+        meta.is_event() && !is_internal(meta.target()) && self.0.load(Ordering::Relaxed)
     }
 
     fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> tracing::subscriber::Interest {
-        interest(meta.is_event() && !is_internal(meta.target()))
+        if meta.is_event() && !is_internal(meta.target()) {
+            tracing::subscriber::Interest::sometimes()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
     }
 }
 

@@ -35,6 +35,8 @@ pub(crate) struct Inner {
     pub(crate) writer: Arc<dyn LogWriter>,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) shut_down: AtomicBool,
+    /// Cleared before the logger provider shuts down, so no record reaches a closed provider.
+    pub(crate) logs_open: Arc<AtomicBool>,
 }
 
 #[derive(Clone, Copy)]
@@ -98,6 +100,7 @@ impl Inner {
         if self.shut_down.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        self.logs_open.store(false, Ordering::Relaxed);
         let result = self.run_bounded(Op::Shutdown, timeout);
         if let Some(runtime) = self.runtime.lock().unwrap_or_else(PoisonError::into_inner).take() {
             // Never blocks, even inside an async context (a plain drop would panic there).

@@ -1,0 +1,130 @@
+//! Child-process probes: a test re-runs its own binary with `--exact probe --ignored`, so the
+//! child installs the global telemetry in a fresh process with an environment of our choosing.
+
+use std::io::Read;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use service_telemetry::opentelemetry::{global, KeyValue};
+use service_telemetry::Telemetry;
+
+pub struct ProbeRun {
+    pub status: ExitStatus,
+    pub elapsed: Duration,
+    /// Every stdout line that parsed as a JSON object (the test harness prints other lines).
+    pub json: Vec<Value>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ProbeRun {
+    pub fn line_with_message(&self, message: &str) -> &Value {
+        self.json
+            .iter()
+            .find(|l| l["message"] == message)
+            .unwrap_or_else(|| panic!("no log line {message:?}; stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr))
+    }
+
+    pub fn warnings(&self) -> Vec<&Value> {
+        self.json.iter().filter(|l| l["level"] == "warn").collect()
+    }
+}
+
+/// Runs the `probe` test of the current test binary with `env` (and no inherited telemetry
+/// variables); kills it after `limit`.
+pub fn run_probe(env: &[(&str, &str)], limit: Duration) -> ProbeRun {
+    let exe = std::env::current_exe().expect("current test binary");
+    let mut cmd = Command::new(exe);
+    cmd.args(["probe", "--exact", "--ignored", "--nocapture", "--test-threads=1"]);
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("OTEL_") || key == "LOG_LEVEL" || key == "RUST_LOG" {
+            cmd.env_remove(key.as_ref());
+        }
+    }
+    cmd.envs(env.iter().copied()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = cmd.spawn().expect("spawn probe");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait probe") {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let status = child.wait().expect("wait killed probe");
+            let stdout = out_reader.join().unwrap_or_default();
+            panic!("probe still running after {limit:?} (killed: {status}); stdout:\n{stdout}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let elapsed = started.elapsed();
+    let stdout = out_reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    let json = stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}")))
+        .collect();
+    ProbeRun { status, elapsed, json, stdout, stderr }
+}
+
+/// The child side: init, one span with a log line inside, one counter, then a bounded
+/// shutdown whose outcome is logged as `probe-shutdown`. Driven by `PROBE_RUNTIME`
+/// (`none`, `current`, `multi`), `PROBE_TAG` and `PROBE_SHUTDOWN_MS`.
+pub fn probe_main() {
+    let runtime = std::env::var("PROBE_RUNTIME").unwrap_or_else(|_| "none".into());
+    match runtime.as_str() {
+        "current" => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("current-thread runtime")
+            .block_on(async { probe_body() }),
+        "multi" => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("multi-thread runtime")
+            .block_on(async { probe_body() }),
+        _ => probe_body(),
+    }
+}
+
+fn probe_body() {
+    let tag = std::env::var("PROBE_TAG").unwrap_or_else(|_| "untagged".into());
+    let timeout = std::env::var("PROBE_SHUTDOWN_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(10), Duration::from_millis);
+    let telemetry = Telemetry::builder()
+        .service_name("probe-default")
+        .shutdown_timeout(timeout)
+        .try_init()
+        .expect("first init in this process");
+    let counter = global::meter("probe").u64_counter(format!("probe.counter.{tag}")).build();
+    {
+        let span = tracing::info_span!("probe-span", probe.tag = %tag);
+        let _entered = span.enter();
+        tracing::info!(probe.tag = %tag, "probe-log-{tag}");
+        counter.add(7, &[KeyValue::new("probe.tag", tag.clone())]);
+    }
+    let started = Instant::now();
+    let result = telemetry.shutdown(timeout);
+    tracing::info!(
+        ok = result.is_ok(),
+        error = result.as_ref().err().map(|e| e.to_string()).unwrap_or_default(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "probe-shutdown"
+    );
+}
