@@ -508,6 +508,11 @@ fn normalize_filter(raw: &str) -> Result<String, String> {
     if let Ok(level) = parse_level(raw) {
         return Ok(level.to_owned());
     }
+    // A lone word is a mistyped level far more often than a target to trace (`verbose` would
+    // otherwise silence every other target).
+    if !raw.contains(['=', ',', '[']) {
+        return Err("unknown level (expected error, warn, info, debug, trace, off or filter directives such as info,hyper=warn)".into());
+    }
     EnvFilter::builder()
         .parse(raw)
         .map(|_| raw.to_owned())

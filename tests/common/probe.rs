@@ -75,6 +75,8 @@ pub fn run_probe(env: &[(&str, &str)], limit: Duration) -> ProbeRun {
     let stderr = err_reader.join().unwrap_or_default();
     let json = stdout
         .lines()
+        // libtest prints "test probe ... " without a newline before the probe's first line.
+        .map(|l| l.strip_prefix("test probe ... ").unwrap_or(l))
         .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}")))
         .collect();
