@@ -12,6 +12,7 @@ use tracing::{Event, Level, Subscriber};
 use tracing_core::dispatcher::WeakDispatch;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_log::NormalizeEvent;
 use tracing_subscriber::Layer;
 
 use super::escape::{debug_quoted_into, escape_into, quoted_into};
@@ -108,13 +109,17 @@ impl JsonLayer {
     {
         line.clear();
         fields.clear();
-        let meta = event.metadata();
+        // Records from the `log` crate arrive with their real target in `log.*` fields.
+        let normalized = event.normalized_metadata();
+        let from_log = normalized.is_some();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         line.push_str("{\"timestamp\":\"");
         write_timestamp(line, now);
         line.push_str("\",\"level\":\"");
         line.push_str(level_str(meta.level()));
         line.push_str("\",\"message\":");
         let mut visitor = FieldWriter::for_event(fields, line);
+        visitor.skip_log_fields = from_log;
         event.record(&mut visitor);
         if !visitor.message_written {
             line.push_str("\"\"");
@@ -194,6 +199,8 @@ struct FieldWriter<'a> {
     message_written: bool,
     /// Span fields are stored without a leading comma before the first one.
     leading_comma: bool,
+    /// Drop the `log.*` fields of a normalized `log` record (they are in the metadata).
+    skip_log_fields: bool,
 }
 
 impl<'a> FieldWriter<'a> {
@@ -204,6 +211,7 @@ impl<'a> FieldWriter<'a> {
             message: None,
             message_written: false,
             leading_comma,
+            skip_log_fields: false,
         }
     }
 
@@ -213,12 +221,14 @@ impl<'a> FieldWriter<'a> {
             message: Some(message),
             message_written: false,
             leading_comma: true,
+            skip_log_fields: false,
         }
     }
 
     /// Starts a field and returns the buffer its value goes into.
     fn key(&mut self, field: &Field) -> &mut String {
         let name = field.name();
+
         let is_event = self.message.is_some();
         if is_event && name == "message" && !self.message_written {
             self.message_written = true;
@@ -240,32 +250,59 @@ impl<'a> FieldWriter<'a> {
     }
 }
 
+impl FieldWriter<'_> {
+    fn skips(&self, field: &Field) -> bool {
+        self.skip_log_fields && field.name().starts_with("log.")
+    }
+}
+
 impl Visit for FieldWriter<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if self.skips(field) {
+            return;
+        }
         debug_quoted_into(self.key(field), value);
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
+        if self.skips(field) {
+            return;
+        }
         quoted_into(self.key(field), value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
+        if self.skips(field) {
+            return;
+        }
         self.key(field).push_str(itoa::Buffer::new().format(value));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
+        if self.skips(field) {
+            return;
+        }
         self.key(field).push_str(itoa::Buffer::new().format(value));
     }
 
     fn record_i128(&mut self, field: &Field, value: i128) {
+        if self.skips(field) {
+            return;
+        }
         self.key(field).push_str(itoa::Buffer::new().format(value));
     }
 
     fn record_u128(&mut self, field: &Field, value: u128) {
+        if self.skips(field) {
+            return;
+        }
         self.key(field).push_str(itoa::Buffer::new().format(value));
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
+        if self.skips(field) {
+            return;
+        }
         let out = self.key(field);
         if value.is_finite() {
             out.push_str(ryu::Buffer::new().format_finite(value));
@@ -276,10 +313,16 @@ impl Visit for FieldWriter<'_> {
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
+        if self.skips(field) {
+            return;
+        }
         self.key(field).push_str(if value { "true" } else { "false" });
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        if self.skips(field) {
+            return;
+        }
         let out = self.key(field);
         out.push('"');
         let _ = fmt::Write::write_fmt(&mut super::escape::Escaper(out), format_args!("{value}"));
@@ -291,3 +334,6 @@ impl Visit for FieldWriter<'_> {
         out.push('"');
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,229 @@
+use std::sync::Arc;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use proptest::prelude::*;
+use serde_json::Value;
+use tracing::{info, info_span};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::Registry;
+
+use super::JsonLayer;
+use crate::logs::MemoryWriter;
+
+/// Runs `f` under a scoped subscriber with the OTel span layer and the JSON layer; returns the
+/// parsed lines and the spans the SDK finished.
+fn capture(f: impl FnOnce()) -> (Vec<Value>, Vec<SpanData>) {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
+    let writer = MemoryWriter::new();
+    let subscriber = Registry::default()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
+        .with(JsonLayer::new(Arc::new(writer.clone())));
+    tracing::subscriber::with_default(subscriber, f);
+    let _ = provider.force_flush();
+    for line in writer.lines() {
+        assert!(serde_json::from_str::<Value>(&line).is_ok(), "not JSON: {line}");
+    }
+    (writer.json_lines(), exporter.get_finished_spans().unwrap_or_default())
+}
+
+fn span_named<'a>(spans: &'a [SpanData], name: &str) -> &'a SpanData {
+    spans.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no span {name}"))
+}
+
+#[test]
+fn ids_inside_a_span_equal_the_exported_span_context() {
+    let (lines, spans) = capture(|| {
+        let span = info_span!("request", method = "GET", route = "/orders/{id}");
+        let _entered = span.enter();
+        info!(order = 7, "loaded order");
+    });
+    let line = &lines[0];
+    let exported = span_named(&spans, "request");
+    assert_eq!(line["trace_id"], exported.span_context.trace_id().to_string());
+    assert_eq!(line["span_id"], exported.span_context.span_id().to_string());
+    assert_eq!(line["trace_id"].as_str().map(str::len), Some(32));
+    assert_eq!(line["span_id"].as_str().map(str::len), Some(16));
+    assert_eq!(line["message"], "loaded order");
+    assert_eq!(line["level"], "info");
+    assert_eq!(line["order"], 7);
+    assert_eq!(line["span"]["name"], "request");
+    assert_eq!(line["span"]["method"], "GET");
+    assert_eq!(line["span"]["route"], "/orders/{id}");
+}
+
+#[test]
+fn no_ids_outside_spans() {
+    let (lines, _) = capture(|| info!("outside"));
+    let line = lines[0].as_object().expect("object");
+    assert!(!line.contains_key("trace_id") && !line.contains_key("span_id"), "{line:?}");
+    assert!(!line.contains_key("span") && !line.contains_key("spans"));
+}
+
+#[test]
+fn nested_spans_list_root_first_and_ids_follow_the_innermost() {
+    let (lines, spans) = capture(|| {
+        let outer = info_span!("request", route = "/x");
+        let _o = outer.enter();
+        let inner = info_span!("db.query", table = "orders");
+        let _i = inner.enter();
+        info!("querying");
+    });
+    let line = &lines[0];
+    let names: Vec<_> = line["spans"].as_array().expect("spans").iter().map(|s| s["name"].clone()).collect();
+    assert_eq!(names, ["request", "db.query"]);
+    assert_eq!(line["spans"][0]["route"], "/x");
+    assert_eq!(line["span"]["table"], "orders");
+    let inner = span_named(&spans, "db.query");
+    let outer = span_named(&spans, "request");
+    assert_eq!(line["span_id"], inner.span_context.span_id().to_string());
+    assert_eq!(line["trace_id"], outer.span_context.trace_id().to_string());
+    assert_eq!(inner.parent_span_id, outer.span_context.span_id());
+}
+
+#[test]
+fn explicit_parent_carries_that_spans_ids() {
+    let (lines, spans) = capture(|| {
+        let job = info_span!("job");
+        info!(parent: &job, "from outside the span");
+    });
+    let job = span_named(&spans, "job");
+    assert_eq!(lines[0]["span_id"], job.span_context.span_id().to_string());
+    assert_eq!(lines[0]["span"]["name"], "job");
+}
+
+#[test]
+fn recorded_span_fields_appear_in_later_lines() {
+    let (lines, _) = capture(|| {
+        let span = info_span!("request", status = tracing::field::Empty);
+        let _e = span.enter();
+        info!("before");
+        span.record("status", 201);
+        info!("after");
+    });
+    assert!(lines[0]["span"].get("status").is_none());
+    assert_eq!(lines[1]["span"]["status"], 201);
+}
+
+#[test]
+fn values_of_every_kind_stay_valid_json() {
+    #[derive(Debug)]
+    struct Weird {
+        _text: &'static str,
+    }
+    let err = std::io::Error::other("disk \"full\"\n");
+    let (lines, _) = capture(|| {
+        info!(
+            quote = "say \"hi\"\\",
+            control = "a\u{0}b\u{1f}c\u{7f}d\ne\tf\r",
+            unicode = "żółw 🐢 \u{2028}",
+            debug = ?Weird { _text: "in\"side" },
+            nan = f64::NAN,
+            float = 1.5f64,
+            big = u128::MAX,
+            negative = i64::MIN,
+            yes = true,
+            error = &err as &(dyn std::error::Error + 'static),
+            "message with \"quotes\" and\nnewline"
+        );
+    });
+    let l = &lines[0];
+    assert_eq!(l["quote"], "say \"hi\"\\");
+    assert_eq!(l["control"], "a\u{0}b\u{1f}c\u{7f}d\ne\tf\r");
+    assert_eq!(l["unicode"], "żółw 🐢 \u{2028}");
+    assert_eq!(l["debug"], "Weird { _text: \"in\\\"side\" }");
+    assert_eq!(l["nan"], "NaN");
+    assert_eq!(l["float"], 1.5);
+    assert_eq!(l["big"].to_string(), u128::MAX.to_string());
+    assert_eq!(l["negative"], i64::MIN);
+    assert_eq!(l["yes"], true);
+    assert_eq!(l["error"], "disk \"full\"\n");
+    assert_eq!(l["message"], "message with \"quotes\" and\nnewline");
+}
+
+#[test]
+fn reserved_names_are_prefixed_so_keys_stay_unique() {
+    let (lines, _) = capture(|| {
+        let span = info_span!("s");
+        let _e = span.enter();
+        info!(level = "custom", trace_id = "mine", target = 1, "m");
+    });
+    let l = &lines[0];
+    assert_eq!(l["level"], "info");
+    assert_eq!(l["field.level"], "custom");
+    assert_eq!(l["field.trace_id"], "mine");
+    assert_eq!(l["field.target"], 1);
+    assert_eq!(l["trace_id"].as_str().map(str::len), Some(32));
+}
+
+#[test]
+fn event_without_message_has_an_empty_one_and_a_timestamp() {
+    let (lines, _) = capture(|| info!(answer = 42));
+    assert_eq!(lines[0]["message"], "");
+    let ts = lines[0]["timestamp"].as_str().expect("timestamp");
+    assert_eq!(ts.len(), "2026-11-21T05:24:44.827171Z".len());
+    assert!(ts.ends_with('Z') && ts.as_bytes()[10] == b'T', "{ts}");
+}
+
+#[test]
+fn a_huge_field_is_one_line_and_the_buffer_is_released() {
+    let big = "x".repeat(4 * 1024 * 1024);
+    let (lines, _) = capture(|| {
+        info!(payload = %big, "big");
+        info!("small");
+    });
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["payload"].as_str().map(str::len), Some(big.len()));
+    super::BUFFERS.with(|b| assert!(b.borrow().line.capacity() <= super::KEEP_BUFFER_BYTES));
+}
+
+#[test]
+fn lines_from_many_threads_never_interleave() {
+    let (lines, _) = capture(|| {
+        let dispatch = tracing::dispatcher::get_default(Clone::clone);
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let dispatch = dispatch.clone();
+                std::thread::spawn(move || {
+                    tracing::dispatcher::with_default(&dispatch, || {
+                        for i in 0..200 {
+                            info!(thread = t, i, pad = %"y".repeat(300), "line");
+                        }
+                    })
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("logging thread");
+        }
+    });
+    assert_eq!(lines.len(), 8 * 200);
+    assert!(lines.iter().all(|l| l["message"] == "line"));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_line_parses_and_round_trips(text in any::<String>(), number in any::<i64>(), float in any::<f64>()) {
+        let (lines, _) = capture(|| {
+            let span = info_span!("prop", field = %text);
+            let _e = span.enter();
+            info!(value = %text, debug = ?text, number, float, "{text}");
+        });
+        prop_assert_eq!(lines.len(), 1);
+        let l = &lines[0];
+        prop_assert_eq!(l["value"].as_str(), Some(text.as_str()));
+        prop_assert_eq!(l["message"].as_str(), Some(text.as_str()));
+        prop_assert_eq!(l["span"]["field"].as_str(), Some(text.as_str()));
+        let debug = format!("{text:?}");
+        prop_assert_eq!(l["debug"].as_str(), Some(debug.as_str()));
+        prop_assert_eq!(l["number"].as_i64(), Some(number));
+        if float.is_finite() {
+            prop_assert_eq!(l["float"].as_f64(), Some(float));
+        } else {
+            prop_assert!(l["float"].is_string());
+        }
+    }
+}
