@@ -4,7 +4,7 @@
 //! `OTEL_ENABLED=true`, and every line on stdout is JSON carrying the trace and span ids.
 //! Try `OTEL_ENABLED=true OTEL_TRACES_EXPORTER=console` to see the spans on stderr.
 
-use service_telemetry::opentelemetry::{global, KeyValue};
+use service_telemetry::opentelemetry::{KeyValue, global};
 use tracing::{info, info_span, warn};
 
 fn main() {
@@ -13,7 +13,10 @@ fn main() {
         .service_version(env!("CARGO_PKG_VERSION"))
         .init();
 
-    let orders = global::meter("quickstart").u64_counter("orders.placed").with_unit("{order}").build();
+    let orders = global::meter("quickstart")
+        .u64_counter("orders.placed")
+        .with_unit("{order}")
+        .build();
 
     let span = info_span!("checkout", order.id = 42, customer = "ada");
     let _entered = span.enter();

@@ -12,10 +12,43 @@ use tracing_subscriber::{EnvFilter, Layer, Registry};
 use crate::config::{Config, ConfigWarning, Defaults, Signal};
 use crate::error::InitError;
 use crate::export::{self, ExportProblem, Pipelines};
-use crate::logs::{install_panic_hook, JsonLayer, LogWriter, Stdout};
-use crate::telemetry::{Inner, Telemetry, DEFAULT_SHUTDOWN_TIMEOUT};
+use crate::logs::{JsonLayer, LogWriter, Stdout, install_panic_hook};
+use crate::telemetry::{DEFAULT_SHUTDOWN_TIMEOUT, Inner, Telemetry};
 
 type Lookup = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// What [`TelemetryBuilder::assemble`] builds before anything global is touched.
+struct Parts {
+    config: Config,
+    warnings: Vec<ConfigWarning>,
+    pipelines: Pipelines,
+    problems: Vec<ExportProblem>,
+    logs_open: Arc<AtomicBool>,
+    dispatch: tracing::Dispatch,
+}
+
+/// Telemetry installed for one thread by [`TelemetryBuilder::set_default`]; dropping it
+/// restores the previous subscriber and shuts the pipelines down.
+#[must_use = "the subscriber is uninstalled when this guard is dropped"]
+pub struct ScopedTelemetry {
+    telemetry: Telemetry,
+    _scope: tracing::dispatcher::DefaultGuard,
+}
+
+impl ScopedTelemetry {
+    /// The telemetry guard (flush, shutdown, config).
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+}
+
+impl std::fmt::Debug for ScopedTelemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScopedTelemetry")
+            .field("telemetry", &self.telemetry)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Code defaults for [`Telemetry`]; the environment overrides every one of them.
 ///
@@ -93,7 +126,10 @@ impl TelemetryBuilder {
     }
 
     /// Reads configuration through `lookup` instead of the process environment.
-    pub fn env_lookup(mut self, lookup: impl Fn(&str) -> Option<String> + Send + Sync + 'static) -> Self {
+    pub fn env_lookup(
+        mut self,
+        lookup: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
         self.lookup = Box::new(lookup);
         self
     }
@@ -123,39 +159,67 @@ impl TelemetryBuilder {
     /// makes it fail, it never blocks on the network and it works with or without a Tokio
     /// runtime of either flavour.
     pub fn try_init(self) -> Result<Telemetry, InitError> {
-        let (config, warnings) = self.config();
-        let resource = crate::resource::build(&config);
-        let (pipelines, problems) = export::build(&config, &resource);
-        let logs_open = Arc::new(AtomicBool::new(true));
-        let dispatch = subscriber(&config, &pipelines, self.writer.clone(), logs_open.clone());
-
-        if tracing::dispatcher::set_global_default(dispatch.into()).is_err() {
-            shutdown_unused(pipelines, self.shutdown_timeout);
+        let parts = self.assemble();
+        if tracing::dispatcher::set_global_default(parts.dispatch.clone()).is_err() {
+            shutdown_unused(parts.pipelines, self.shutdown_timeout);
             return Err(InitError::SubscriberAlreadySet);
         }
         // Route `log` records into the same pipeline; an existing `log` logger is kept.
         let log_bridge = tracing_log::LogTracer::init().is_ok();
-        crate::propagation::install(&config.propagators);
-        opentelemetry::global::set_tracer_provider(pipelines.tracer_provider.clone());
-        if let Some(meter_provider) = &pipelines.meter_provider {
+        crate::propagation::install(&parts.config.propagators);
+        opentelemetry::global::set_tracer_provider(parts.pipelines.tracer_provider.clone());
+        if let Some(meter_provider) = &parts.pipelines.meter_provider {
             opentelemetry::global::set_meter_provider(meter_provider.clone());
         }
         if self.panic_hook {
             install_panic_hook();
         }
-        report(&config, &warnings, &problems, log_bridge);
+        report(&parts.config, &parts.warnings, &parts.problems, log_bridge);
+        Ok(self.guard(parts))
+    }
 
-        Ok(Telemetry::from_inner(Inner {
+    /// Installs the subscriber for the current thread only, until the returned guard is
+    /// dropped, and touches no global state (no global providers, propagator, `log` bridge
+    /// or panic hook). For tests and benchmarks that must not install globals.
+    pub fn set_default(self) -> ScopedTelemetry {
+        let parts = self.assemble();
+        let scope = tracing::dispatcher::set_default(&parts.dispatch);
+        report(&parts.config, &parts.warnings, &parts.problems, false);
+        ScopedTelemetry {
+            telemetry: self.guard(parts),
+            _scope: scope,
+        }
+    }
+
+    fn assemble(&self) -> Parts {
+        let (config, warnings) = self.config();
+        let resource = crate::resource::build(&config);
+        let (pipelines, problems) = export::build(&config, &resource);
+        let logs_open = Arc::new(AtomicBool::new(true));
+        let dispatch =
+            subscriber(&config, &pipelines, self.writer.clone(), logs_open.clone()).into();
+        Parts {
             config,
-            tracer_provider: pipelines.tracer_provider,
-            meter_provider: pipelines.meter_provider,
-            logger_provider: pipelines.logger_provider,
-            runtime: Mutex::new(pipelines.runtime),
-            writer: self.writer,
+            warnings,
+            pipelines,
+            problems,
+            logs_open,
+            dispatch,
+        }
+    }
+
+    fn guard(&self, parts: Parts) -> Telemetry {
+        Telemetry::from_inner(Inner {
+            config: parts.config,
+            tracer_provider: parts.pipelines.tracer_provider,
+            meter_provider: parts.pipelines.meter_provider,
+            logger_provider: parts.pipelines.logger_provider,
+            runtime: Mutex::new(parts.pipelines.runtime),
+            writer: self.writer.clone(),
             shutdown_timeout: self.shutdown_timeout,
             shut_down: AtomicBool::new(false),
-            logs_open,
-        }))
+            logs_open: parts.logs_open,
+        })
     }
 
     /// Like [`try_init`](Self::try_init), but never fails: when a global subscriber is
@@ -163,25 +227,32 @@ impl TelemetryBuilder {
     /// still starts.
     pub fn init(self) -> Telemetry {
         let writer = self.writer.clone();
-        let timeout = self.shutdown_timeout;
-        match self.try_init() {
-            Ok(telemetry) => telemetry,
-            Err(e) => {
-                eprintln!("service-telemetry: {e}");
-                let (config, _) = Config::from_lookup(|_| None);
-                Telemetry::from_inner(Inner {
-                    config,
-                    tracer_provider: opentelemetry_sdk::trace::SdkTracerProvider::builder().build(),
-                    meter_provider: None,
-                    logger_provider: None,
-                    runtime: Mutex::new(None),
-                    writer,
-                    shutdown_timeout: timeout,
-                    shut_down: AtomicBool::new(false),
-                    logs_open: Arc::new(AtomicBool::new(false)),
-                })
+        let shutdown_timeout = self.shutdown_timeout;
+        self.try_init().unwrap_or_else(|e| {
+            eprintln!("service-telemetry: {e}");
+            TelemetryBuilder {
+                lookup: Box::new(|_| None),
+                writer,
+                shutdown_timeout,
+                ..TelemetryBuilder::default()
             }
-        }
+            .guard_without_export()
+        })
+    }
+
+    fn guard_without_export(&self) -> Telemetry {
+        let (config, _) = self.config();
+        Telemetry::from_inner(Inner {
+            config,
+            tracer_provider: opentelemetry_sdk::trace::SdkTracerProvider::builder().build(),
+            meter_provider: None,
+            logger_provider: None,
+            runtime: Mutex::new(None),
+            writer: self.writer.clone(),
+            shutdown_timeout: self.shutdown_timeout,
+            shut_down: AtomicBool::new(false),
+            logs_open: Arc::new(AtomicBool::new(false)),
+        })
     }
 }
 
@@ -232,9 +303,24 @@ fn is_internal(target: &str) -> bool {
     if target.starts_with("opentelemetry") {
         return true;
     }
-    ["hyper", "hyper_util", "h2", "tonic", "tower", "tower_http", "reqwest", "rustls", "tokio_util"]
-        .iter()
-        .any(|p| target == *p || target.strip_prefix(p).is_some_and(|rest| rest.starts_with("::")))
+    [
+        "hyper",
+        "hyper_util",
+        "h2",
+        "tonic",
+        "tower",
+        "tower_http",
+        "reqwest",
+        "rustls",
+        "tokio_util",
+    ]
+    .iter()
+    .any(|p| {
+        target == *p
+            || target
+                .strip_prefix(p)
+                .is_some_and(|rest| rest.starts_with("::"))
+    })
 }
 
 /// Spans only (log events go out as log records, not span events), minus internal targets.
@@ -277,7 +363,12 @@ fn interest(enabled: bool) -> tracing::subscriber::Interest {
 
 /// Logs what `init` found once the logger is up: one warning per unusable setting, one per
 /// signal that fell back to no-op, then one line with the effective settings.
-pub(crate) fn report(config: &Config, warnings: &[ConfigWarning], problems: &[ExportProblem], log_bridge: bool) {
+pub(crate) fn report(
+    config: &Config,
+    warnings: &[ConfigWarning],
+    problems: &[ExportProblem],
+    log_bridge: bool,
+) {
     for w in warnings {
         tracing::warn!(
             target: "service_telemetry::config",
@@ -310,7 +401,11 @@ pub(crate) fn report(config: &Config, warnings: &[ConfigWarning], problems: &[Ex
                 "otlp {} {}{}{}",
                 c.protocol.as_str(),
                 c.endpoint,
-                if c.headers.is_empty() { String::new() } else { format!(" headers={}", c.headers) },
+                if c.headers.is_empty() {
+                    String::new()
+                } else {
+                    format!(" headers={}", c.headers)
+                },
                 if failed { " (failed: no-op)" } else { "" }
             ));
         }

@@ -10,11 +10,11 @@ mod propagation;
 mod resource;
 mod telemetry;
 
-pub use builder::TelemetryBuilder;
+pub use builder::{ScopedTelemetry, TelemetryBuilder};
 pub use config::{Config, ConfigWarning, Signal};
 pub use error::{FlushError, InitError};
 pub use logs::{LogWriter, MemoryWriter, Stdout};
-pub use telemetry::{Telemetry, DEFAULT_SHUTDOWN_TIMEOUT};
+pub use telemetry::{DEFAULT_SHUTDOWN_TIMEOUT, Telemetry};
 
 pub use opentelemetry;
 pub use opentelemetry_sdk;

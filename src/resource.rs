@@ -1,8 +1,8 @@
 //! The OpenTelemetry resource describing this service.
 
 use opentelemetry::KeyValue;
-use opentelemetry_sdk::resource::{ResourceDetector, TelemetryResourceDetector};
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::resource::{ResourceDetector, TelemetryResourceDetector};
 
 use crate::config::Config;
 

@@ -1,7 +1,7 @@
 //! The guard returned by `init`: flushes and shuts the pipelines down within one bound.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use opentelemetry_sdk::error::OTelSdkResult;
@@ -61,7 +61,9 @@ impl Telemetry {
     }
 
     pub(crate) fn from_inner(inner: Inner) -> Self {
-        Telemetry { inner: Arc::new(inner) }
+        Telemetry {
+            inner: Arc::new(inner),
+        }
     }
 
     /// The configuration in effect.
@@ -74,7 +76,9 @@ impl Telemetry {
     /// Safe to call from any thread and from inside an async runtime of any flavour: the SDK
     /// calls run on threads of their own, so a hung collector costs at most the bound.
     pub fn flush(&self) -> Result<(), FlushError> {
-        let result = self.inner.run_bounded(Op::Flush, self.inner.shutdown_timeout);
+        let result = self
+            .inner
+            .run_bounded(Op::Flush, self.inner.shutdown_timeout);
         self.inner.writer.flush();
         result
     }
@@ -102,7 +106,12 @@ impl Inner {
         }
         self.logs_open.store(false, Ordering::Relaxed);
         let result = self.run_bounded(Op::Shutdown, timeout);
-        if let Some(runtime) = self.runtime.lock().unwrap_or_else(PoisonError::into_inner).take() {
+        if let Some(runtime) = self
+            .runtime
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
             // Never blocks, even inside an async context (a plain drop would panic there).
             runtime.shutdown_background();
         }
@@ -128,26 +137,38 @@ impl Inner {
                 });
             match spawned {
                 Ok(_) => pending.push(signal),
-                Err(e) => failures.push(FlushError::Exporter { signal, reason: format!("could not start flush thread: {e}") }),
+                Err(e) => failures.push(FlushError::Exporter {
+                    signal,
+                    reason: format!("could not start flush thread: {e}"),
+                }),
             }
         };
 
         let traces = self.tracer_provider.clone();
-        spawn(Signal::Traces, Box::new(move || match op {
-            Op::Flush => traces.force_flush(),
-            Op::Shutdown => traces.shutdown_with_timeout(timeout),
-        }));
+        spawn(
+            Signal::Traces,
+            Box::new(move || match op {
+                Op::Flush => traces.force_flush(),
+                Op::Shutdown => traces.shutdown_with_timeout(timeout),
+            }),
+        );
         if let Some(metrics) = self.meter_provider.clone() {
-            spawn(Signal::Metrics, Box::new(move || match op {
-                Op::Flush => metrics.force_flush(),
-                Op::Shutdown => metrics.shutdown_with_timeout(timeout),
-            }));
+            spawn(
+                Signal::Metrics,
+                Box::new(move || match op {
+                    Op::Flush => metrics.force_flush(),
+                    Op::Shutdown => metrics.shutdown_with_timeout(timeout),
+                }),
+            );
         }
         if let Some(logs) = self.logger_provider.clone() {
-            spawn(Signal::Logs, Box::new(move || match op {
-                Op::Flush => logs.force_flush(),
-                Op::Shutdown => logs.shutdown_with_timeout(timeout),
-            }));
+            spawn(
+                Signal::Logs,
+                Box::new(move || match op {
+                    Op::Flush => logs.force_flush(),
+                    Op::Shutdown => logs.shutdown_with_timeout(timeout),
+                }),
+            );
         }
         drop(tx);
 
@@ -158,7 +179,10 @@ impl Inner {
                     pending.retain(|s| *s != signal);
                     if let Err(e) = result {
                         if !is_benign(&e) {
-                            failures.push(FlushError::Exporter { signal, reason: e.to_string() });
+                            failures.push(FlushError::Exporter {
+                                signal,
+                                reason: e.to_string(),
+                            });
                         }
                     }
                 }

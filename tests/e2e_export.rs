@@ -24,9 +24,17 @@ fn is_hex(s: &str, len: usize) -> bool {
 
 fn roundtrip(protocol: &str, runtime: &str) {
     let collector = Collector::start();
-    let tag = format!("{}-{runtime}-{}", protocol.replace('/', "-"), std::process::id());
+    let tag = format!(
+        "{}-{runtime}-{}",
+        protocol.replace('/', "-"),
+        std::process::id()
+    );
     let service = format!("svc-{tag}");
-    let endpoint = if protocol == "grpc" { collector.grpc_endpoint() } else { collector.http_endpoint() };
+    let endpoint = if protocol == "grpc" {
+        collector.grpc_endpoint()
+    } else {
+        collector.http_endpoint()
+    };
     let run = run_probe(
         &[
             ("OTEL_ENABLED", "true"),
@@ -38,8 +46,17 @@ fn roundtrip(protocol: &str, runtime: &str) {
         ],
         Duration::from_secs(60),
     );
-    assert!(run.status.success(), "probe failed: {}\n{}", run.stdout, run.stderr);
-    assert!(run.warnings().is_empty(), "unexpected warnings: {:?}", run.warnings());
+    assert!(
+        run.status.success(),
+        "probe failed: {}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(
+        run.warnings().is_empty(),
+        "unexpected warnings: {:?}",
+        run.warnings()
+    );
 
     let line = run.line_with_message(&format!("probe-log-{tag}"));
     let trace_id = line["trace_id"].as_str().expect("trace_id in log line");
@@ -53,18 +70,25 @@ fn roundtrip(protocol: &str, runtime: &str) {
     });
     assert_eq!(span["name"], "probe-span");
     assert_eq!(span["service"], service.as_str());
-    assert_eq!(span["trace_id"], trace_id, "collector trace id equals the JSON line's");
+    assert_eq!(
+        span["trace_id"], trace_id,
+        "collector trace id equals the JSON line's"
+    );
     assert_eq!(span["span_id"], span_id);
 
     let body = format!("probe-log-{tag}");
-    let log = collector.wait_for("the probe log record", WAIT, |r| r["signal"] == "log" && r["body"] == body.as_str());
+    let log = collector.wait_for("the probe log record", WAIT, |r| {
+        r["signal"] == "log" && r["body"] == body.as_str()
+    });
     assert_eq!(log["service"], service.as_str());
     assert_eq!(log["trace_id"], trace_id);
     assert_eq!(log["span_id"], span_id);
     assert_eq!(log["severity_number"], 9);
 
     let metric_name = format!("probe.counter.{tag}");
-    let metric = collector.wait_for("the probe counter", WAIT, |r| r["signal"] == "metric" && r["name"] == metric_name.as_str());
+    let metric = collector.wait_for("the probe counter", WAIT, |r| {
+        r["signal"] == "metric" && r["name"] == metric_name.as_str()
+    });
     assert_eq!(metric["service"], service.as_str());
     assert_eq!(metric["value"], Value::from(7.0));
     assert_eq!(metric["attributes"]["probe.tag"], tag.as_str());

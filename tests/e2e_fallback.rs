@@ -7,8 +7,8 @@ mod common;
 use std::net::TcpListener;
 use std::time::Duration;
 
-use common::collector::{free_port, Collector};
-use common::probe::{probe_main, run_probe, ProbeRun};
+use common::collector::{Collector, free_port};
+use common::probe::{ProbeRun, probe_main, run_probe};
 
 #[test]
 #[ignore = "child-process entry point of the end-to-end tests, run by them"]
@@ -21,8 +21,18 @@ fn warned_about(run: &ProbeRun, variable: &str) -> bool {
 }
 
 fn assert_clean_exit(run: &ProbeRun) {
-    assert!(run.status.success(), "exit {:?}\nstdout:\n{}\nstderr:\n{}", run.status, run.stdout, run.stderr);
-    assert!(!run.stderr.contains("panicked"), "a panic was reported:\n{}", run.stderr);
+    assert!(
+        run.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        run.status,
+        run.stdout,
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("panicked"),
+        "a panic was reported:\n{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -70,13 +80,27 @@ fn garbage_in_every_variable_starts_warns_and_exits_zero() {
         "LOG_LEVEL",
         "OTEL_LOG_LEVEL",
     ] {
-        assert!(warned_about(&run, variable), "no warning for {variable}; warnings: {:#?}", run.warnings());
+        assert!(
+            warned_about(&run, variable),
+            "no warning for {variable}; warnings: {:#?}",
+            run.warnings()
+        );
     }
     // Each warning names the value it rejected and what it used instead, and never echoes
     // a whole huge value.
-    for w in run.warnings().iter().filter(|w| w["target"] == "service_telemetry::config") {
-        assert!(w["value"].is_string() && w["used_instead"].is_string(), "{w}");
-        assert!(w["value"].as_str().unwrap_or_default().len() < 1_000, "value not truncated: {w}");
+    for w in run
+        .warnings()
+        .iter()
+        .filter(|w| w["target"] == "service_telemetry::config")
+    {
+        assert!(
+            w["value"].is_string() && w["used_instead"].is_string(),
+            "{w}"
+        );
+        assert!(
+            w["value"].as_str().unwrap_or_default().len() < 1_000,
+            "value not truncated: {w}"
+        );
     }
     // Logging still works and carries ids.
     let line = run.line_with_message("probe-log-garbage");
@@ -100,10 +124,20 @@ fn unreachable_collector_does_not_delay_start_or_exit() {
         );
         assert_clean_exit(&run);
         // Shutdown is bounded by the 3 s budget (plus process start and teardown).
-        assert!(run.elapsed < Duration::from_secs(8), "{protocol}: took {:?}", run.elapsed);
+        assert!(
+            run.elapsed < Duration::from_secs(8),
+            "{protocol}: took {:?}",
+            run.elapsed
+        );
         let shutdown = run.line_with_message("probe-shutdown");
-        assert!(shutdown["elapsed_ms"].as_u64().unwrap_or(u64::MAX) <= 3_500, "{protocol}: {shutdown}");
-        assert_eq!(shutdown["ok"], false, "{protocol}: the refused export is reported: {shutdown}");
+        assert!(
+            shutdown["elapsed_ms"].as_u64().unwrap_or(u64::MAX) <= 3_500,
+            "{protocol}: {shutdown}"
+        );
+        assert_eq!(
+            shutdown["ok"], false,
+            "{protocol}: the refused export is reported: {shutdown}"
+        );
     }
 }
 
@@ -133,9 +167,16 @@ fn silent_collector_cannot_stretch_shutdown_past_its_bound() {
         assert_clean_exit(&run);
         let shutdown = run.line_with_message("probe-shutdown");
         let took = shutdown["elapsed_ms"].as_u64().unwrap_or(u64::MAX);
-        assert!(took <= 2_500, "{protocol}: shutdown took {took} ms with a 1500 ms bound");
+        assert!(
+            took <= 2_500,
+            "{protocol}: shutdown took {took} ms with a 1500 ms bound"
+        );
         assert_eq!(shutdown["ok"], false, "{protocol}: {shutdown}");
-        assert!(run.elapsed < Duration::from_secs(8), "{protocol}: process took {:?}", run.elapsed);
+        assert!(
+            run.elapsed < Duration::from_secs(8),
+            "{protocol}: process took {:?}",
+            run.elapsed
+        );
     }
 }
 
@@ -159,11 +200,19 @@ fn unknown_protocol_warns_and_uses_http_protobuf() {
         .find(|w| w["variable"] == "OTEL_EXPORTER_OTLP_PROTOCOL")
         .expect("a warning for the protocol");
     assert_eq!(warning["value"], "carrier-pigeon");
-    assert!(warning["used_instead"].as_str().unwrap_or_default().contains("http/protobuf"), "{warning}");
+    assert!(
+        warning["used_instead"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("http/protobuf"),
+        "{warning}"
+    );
     let trace_id = run.line_with_message("probe-log-pigeon")["trace_id"].clone();
-    let span = collector.wait_for("the span over http/protobuf", Duration::from_secs(15), |r| {
-        r["signal"] == "span" && r["service"] == "pigeon"
-    });
+    let span = collector.wait_for(
+        "the span over http/protobuf",
+        Duration::from_secs(15),
+        |r| r["signal"] == "span" && r["service"] == "pigeon",
+    );
     assert_eq!(span["trace_id"], trace_id);
 }
 
@@ -183,9 +232,20 @@ fn https_without_tls_support_falls_back_to_noop_with_one_warning_per_signal() {
         .into_iter()
         .filter(|w| w["target"] == "service_telemetry::export")
         .collect();
-    let signals: Vec<_> = export_warnings.iter().map(|w| w["signal"].as_str().unwrap_or_default()).collect();
-    assert_eq!(signals, ["traces", "metrics", "logs"], "{export_warnings:#?}");
-    assert!(export_warnings.iter().all(|w| w["cause"].as_str().unwrap_or_default().contains("TLS")));
+    let signals: Vec<_> = export_warnings
+        .iter()
+        .map(|w| w["signal"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        signals,
+        ["traces", "metrics", "logs"],
+        "{export_warnings:#?}"
+    );
+    assert!(
+        export_warnings
+            .iter()
+            .all(|w| w["cause"].as_str().unwrap_or_default().contains("TLS"))
+    );
     // No-op exporters flush instantly and successfully.
     assert_eq!(run.line_with_message("probe-shutdown")["ok"], true);
     assert!(run.line_with_message("probe-log-tls")["trace_id"].is_string());

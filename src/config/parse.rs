@@ -5,8 +5,8 @@ use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
 use super::{
-    Compression, Config, ConfigWarning, Defaults, Headers, Propagator, Protocol, Sampler, Signal,
-    SignalConfig, DEFAULT_EXPORT_TIMEOUT,
+    Compression, Config, ConfigWarning, DEFAULT_EXPORT_TIMEOUT, Defaults, Headers, Propagator,
+    Protocol, Sampler, Signal, SignalConfig,
 };
 
 /// Longest value quoted back in a warning; the rest is elided so a huge variable cannot flood
@@ -16,7 +16,23 @@ const MAX_QUOTED: usize = 200;
 const NO_LIMIT: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Transport crates whose debug output drowns a service's own logs.
-const NOISY_TARGETS: &[&str] = &["h2", "hyper", "hyper_util", "tonic", "tower", "reqwest", "rustls"];
+const NOISY_TARGETS: &[&str] = &[
+    "h2",
+    "hyper",
+    "hyper_util",
+    "tonic",
+    "tower",
+    "reqwest",
+    "rustls",
+];
+
+fn bounded(text: &str) -> String {
+    let mut out: String = text.chars().take(MAX_QUOTED).collect();
+    if out.len() < text.len() {
+        out.push_str("...");
+    }
+    out
+}
 
 pub(super) struct Env<'a> {
     lookup: &'a dyn Fn(&str) -> Option<String>,
@@ -46,17 +62,24 @@ impl<'a> Env<'a> {
         }
     }
 
-    fn warn(&mut self, variable: &str, value: &str, reason: impl Into<String>, used: impl Into<String>) {
-        let mut quoted: String = value.chars().take(MAX_QUOTED).collect();
-        if quoted.len() < value.len() {
-            quoted.push_str("...");
+    /// Records one warning. Every text is bounded so a huge variable cannot flood the log, and
+    /// a generic variable read once per signal is reported once.
+    fn warn(
+        &mut self,
+        variable: &str,
+        value: &str,
+        reason: impl Into<String>,
+        used: impl Into<String>,
+    ) {
+        let warning = ConfigWarning {
+            variable: bounded(variable),
+            value: bounded(value),
+            reason: bounded(&reason.into()),
+            used_instead: bounded(&used.into()),
+        };
+        if !self.warnings.contains(&warning) {
+            self.warnings.push(warning);
         }
-        self.warnings.push(ConfigWarning {
-            variable: variable.to_owned(),
-            value: quoted,
-            reason: reason.into(),
-            used_instead: used.into(),
-        });
     }
 
     /// First variable in `names` holding a value that `parse` accepts; rejected values warn and
@@ -64,7 +87,7 @@ impl<'a> Env<'a> {
     fn first<T>(
         &mut self,
         names: &[&str],
-        fallback: &dyn Fn() -> String,
+        fallback: &dyn Fn(&str) -> String,
         parse: impl Fn(&str) -> Result<T, String>,
     ) -> Option<(T, String)> {
         for (i, name) in names.iter().enumerate() {
@@ -74,9 +97,9 @@ impl<'a> Env<'a> {
                 Err(reason) => {
                     let used = names[i + 1..]
                         .iter()
-                        .find(|n| self.get(n).is_some())
+                        .find(|n| self.get(n).is_some_and(|v| parse(&v).is_ok()))
                         .map(|n| format!("the value of {n}"))
-                        .unwrap_or_else(fallback);
+                        .unwrap_or_else(|| fallback(name));
                     self.warn(name, &raw, reason, used);
                 }
             }
@@ -90,7 +113,9 @@ pub(super) fn resolve(env: &mut Env<'_>, defaults: &Defaults) -> Config {
     let (service_name, service_version, resource_attributes) = resolve_resource(env, defaults);
     let dev = resource_attributes.iter().any(|(k, v)| {
         (k == "deployment.environment.name" || k == "deployment.environment")
-            && ["development", "dev", "local"].iter().any(|d| v.eq_ignore_ascii_case(d))
+            && ["development", "dev", "local"]
+                .iter()
+                .any(|d| v.eq_ignore_ascii_case(d))
     });
     warn_unsupported_tls(env);
     let traces = resolve_signal(env, Signal::Traces);
@@ -121,7 +146,11 @@ fn parse_bool(value: &str) -> Result<bool, String> {
 fn resolve_enabled(env: &mut Env<'_>, defaults: &Defaults) -> bool {
     let default = defaults.export_enabled;
     let enabled = env
-        .first(&["OTEL_ENABLED"], &|| format!("the default ({default})"), parse_bool)
+        .first(
+            &["OTEL_ENABLED"],
+            &|_| format!("the default ({default})"),
+            parse_bool,
+        )
         .map_or(default, |(v, _)| v);
     // Spec boolean: only "true" is true; anything else but "false" is reported.
     let sdk_disabled = match env.get("OTEL_SDK_DISABLED") {
@@ -129,33 +158,52 @@ fn resolve_enabled(env: &mut Env<'_>, defaults: &Defaults) -> bool {
         Some(v) if v.eq_ignore_ascii_case("true") => true,
         Some(v) if v.eq_ignore_ascii_case("false") => false,
         Some(v) => {
-            env.warn("OTEL_SDK_DISABLED", &v, "not a boolean (expected true or false)", "false");
+            env.warn(
+                "OTEL_SDK_DISABLED",
+                &v,
+                "not a boolean (expected true or false)",
+                "false",
+            );
             false
         }
     };
     enabled && !sdk_disabled
 }
 
-fn resolve_resource(env: &mut Env<'_>, defaults: &Defaults) -> (String, Option<String>, Vec<(String, String)>) {
+fn resolve_resource(
+    env: &mut Env<'_>,
+    defaults: &Defaults,
+) -> (String, Option<String>, Vec<(String, String)>) {
     let mut attributes = Vec::new();
     if let Some(raw) = env.get("OTEL_RESOURCE_ATTRIBUTES") {
         match parse_resource_attributes(&raw) {
             Ok(list) => attributes = list,
-            Err(reason) => env.warn("OTEL_RESOURCE_ATTRIBUTES", &raw, reason, "no resource attributes from the environment"),
+            Err(reason) => env.warn(
+                "OTEL_RESOURCE_ATTRIBUTES",
+                &raw,
+                reason,
+                "no resource attributes from the environment",
+            ),
         }
     }
     let take = |attributes: &mut Vec<(String, String)>, key: &str| {
         let pos = attributes.iter().rposition(|(k, _)| k == key)?;
         let value = attributes.remove(pos).1;
         attributes.retain(|(k, _)| k != key);
-        Some(value)
+        // Empty means unset here as everywhere else.
+        Some(value).filter(|v| !v.trim().is_empty())
     };
     let from_attributes = take(&mut attributes, "service.name");
     let version_attribute = take(&mut attributes, "service.version");
     let service_name = env
         .get("OTEL_SERVICE_NAME")
         .or(from_attributes)
-        .or_else(|| defaults.service_name.clone().filter(|s| !s.trim().is_empty()))
+        .or_else(|| {
+            defaults
+                .service_name
+                .clone()
+                .filter(|s| !s.trim().is_empty())
+        })
         .unwrap_or_else(executable_name);
     let service_version = version_attribute.or_else(|| defaults.service_version.clone());
     (service_name, service_version, attributes)
@@ -180,7 +228,8 @@ pub(crate) fn parse_resource_attributes(raw: &str) -> Result<Vec<(String, String
         let (key, value) = entry
             .split_once('=')
             .ok_or_else(|| format!("entry {:?} has no '='", truncate(entry)))?;
-        let key = percent_decode(key.trim()).map_err(|e| format!("key {:?}: {e}", truncate(key)))?;
+        let key =
+            percent_decode(key.trim()).map_err(|e| format!("key {:?}: {e}", truncate(key)))?;
         let value = percent_decode(value.trim()).map_err(|e| format!("value of {key:?}: {e}"))?;
         if key.is_empty() {
             return Err("an entry has an empty key".into());
@@ -203,6 +252,7 @@ pub fn percent_decode(input: &str) -> Result<String, String> {
         if bytes[i] == b'%' {
             let hex = bytes
                 .get(i + 1..i + 3)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                 .and_then(|h| std::str::from_utf8(h).ok())
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
                 .ok_or_else(|| format!("bad percent escape at byte {i}"))?;
@@ -221,7 +271,12 @@ fn warn_unsupported_tls(env: &mut Env<'_>) {
         for signal in ["", "TRACES_", "METRICS_", "LOGS_"] {
             let name = format!("OTEL_EXPORTER_OTLP_{signal}{suffix}");
             if let Some(v) = env.get(&name) {
-                env.warn(&name, &v, "custom certificates are not supported by this version", "the system's trust roots and no client certificate");
+                env.warn(
+                    &name,
+                    &v,
+                    "custom certificates are not supported by this version",
+                    "the system's trust roots and no client certificate",
+                );
             }
         }
     }
@@ -235,29 +290,60 @@ fn resolve_signal(env: &mut Env<'_>, signal: Signal) -> SignalConfig {
         Some(raw) => parse_exporters(env, &exporter_var, &raw),
     };
 
-    let protocol_vars = [format!("OTEL_EXPORTER_OTLP_{up}_PROTOCOL"), "OTEL_EXPORTER_OTLP_PROTOCOL".to_owned()];
+    let protocol_vars = [
+        format!("OTEL_EXPORTER_OTLP_{up}_PROTOCOL"),
+        "OTEL_EXPORTER_OTLP_PROTOCOL".to_owned(),
+    ];
     let protocol = env
-        .first(&[&protocol_vars[0], &protocol_vars[1]], &|| "the default (http/protobuf)".into(), parse_protocol)
+        .first(
+            &[&protocol_vars[0], &protocol_vars[1]],
+            &|_| "the default (http/protobuf)".into(),
+            parse_protocol,
+        )
         .map_or(Protocol::HttpProtobuf, |(p, _)| p);
 
-    let insecure_vars = [format!("OTEL_EXPORTER_OTLP_{up}_INSECURE"), "OTEL_EXPORTER_OTLP_INSECURE".to_owned()];
+    let insecure_vars = [
+        format!("OTEL_EXPORTER_OTLP_{up}_INSECURE"),
+        "OTEL_EXPORTER_OTLP_INSECURE".to_owned(),
+    ];
     let insecure = env
-        .first(&[&insecure_vars[0], &insecure_vars[1]], &|| "the default (false)".into(), parse_bool)
+        .first(
+            &[&insecure_vars[0], &insecure_vars[1]],
+            &|_| "the default (false)".into(),
+            parse_bool,
+        )
         .is_some_and(|(v, _)| v);
 
     let (endpoint, endpoint_source) = resolve_endpoint(env, signal, protocol, insecure);
 
-    let header_vars = [format!("OTEL_EXPORTER_OTLP_{up}_HEADERS"), "OTEL_EXPORTER_OTLP_HEADERS".to_owned()];
+    let header_vars = [
+        format!("OTEL_EXPORTER_OTLP_{up}_HEADERS"),
+        "OTEL_EXPORTER_OTLP_HEADERS".to_owned(),
+    ];
     let headers = resolve_headers(env, &header_vars);
 
-    let timeout_vars = [format!("OTEL_EXPORTER_OTLP_{up}_TIMEOUT"), "OTEL_EXPORTER_OTLP_TIMEOUT".to_owned()];
+    let timeout_vars = [
+        format!("OTEL_EXPORTER_OTLP_{up}_TIMEOUT"),
+        "OTEL_EXPORTER_OTLP_TIMEOUT".to_owned(),
+    ];
     let timeout = env
-        .first(&[&timeout_vars[0], &timeout_vars[1]], &|| "the default (10000 ms)".into(), parse_millis)
+        .first(
+            &[&timeout_vars[0], &timeout_vars[1]],
+            &|_| "the default (10000 ms)".into(),
+            parse_millis,
+        )
         .map_or(Some(DEFAULT_EXPORT_TIMEOUT), |(t, _)| t);
 
-    let compression_vars = [format!("OTEL_EXPORTER_OTLP_{up}_COMPRESSION"), "OTEL_EXPORTER_OTLP_COMPRESSION".to_owned()];
+    let compression_vars = [
+        format!("OTEL_EXPORTER_OTLP_{up}_COMPRESSION"),
+        "OTEL_EXPORTER_OTLP_COMPRESSION".to_owned(),
+    ];
     let compression = env
-        .first(&[&compression_vars[0], &compression_vars[1]], &|| "no compression".into(), parse_compression)
+        .first(
+            &[&compression_vars[0], &compression_vars[1]],
+            &|_| "no compression".into(),
+            parse_compression,
+        )
         .map_or(Compression::None, |(c, _)| c);
 
     SignalConfig {
@@ -280,7 +366,15 @@ fn parse_exporters(env: &mut Env<'_>, var: &str, raw: &str) -> (bool, bool) {
             "console" | "logging" => console = true,
             "none" => none = true,
             _ => {
-                env.warn(var, raw, format!("unknown exporter {item:?} (expected otlp, console or none)"), "the other listed exporters, else otlp");
+                env.warn(
+                    var,
+                    raw,
+                    format!(
+                        "unknown exporter {:?} (expected otlp, console or none)",
+                        bounded(item)
+                    ),
+                    "the other listed exporters, else otlp",
+                );
                 continue;
             }
         }
@@ -324,7 +418,12 @@ fn parse_millis(value: &str) -> Result<Option<Duration>, String> {
     }
 }
 
-fn resolve_endpoint(env: &mut Env<'_>, signal: Signal, protocol: Protocol, insecure: bool) -> (String, &'static str) {
+fn resolve_endpoint(
+    env: &mut Env<'_>,
+    signal: Signal,
+    protocol: Protocol,
+    insecure: bool,
+) -> (String, &'static str) {
     let signal_var = match signal {
         Signal::Traces => "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
         Signal::Metrics => "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
@@ -336,12 +435,21 @@ fn resolve_endpoint(env: &mut Env<'_>, signal: Signal, protocol: Protocol, insec
         Protocol::HttpProtobuf => format!("http://localhost:4318/v1/{signal}"),
     };
     let check = |raw: &str| validate_endpoint(raw, protocol, insecure);
-    let default_for_warning = default.clone();
-    match env.first(&[signal_var, GENERIC], &|| format!("the default ({default_for_warning})"), check) {
+    // Worded per protocol, not per signal, so a bad generic endpoint warns once, not thrice.
+    let default_for_warning = |var: &str| match protocol {
+        Protocol::HttpProtobuf if var == GENERIC => "http://localhost:4318/v1/<signal>".to_owned(),
+        _ => default.clone(),
+    };
+    match env.first(
+        &[signal_var, GENERIC],
+        &|var| format!("the default ({})", default_for_warning(var)),
+        check,
+    ) {
         // Spec: a per-signal endpoint is used as given; the generic one is a base URL.
-        Some((url, var)) if var == GENERIC && protocol == Protocol::HttpProtobuf => {
-            (format!("{}/v1/{signal}", url.trim_end_matches('/')), GENERIC)
-        }
+        Some((url, var)) if var == GENERIC && protocol == Protocol::HttpProtobuf => (
+            format!("{}/v1/{signal}", url.trim_end_matches('/')),
+            GENERIC,
+        ),
         Some((url, var)) if var == GENERIC => (url, GENERIC),
         Some((url, _)) => (url, signal_var),
         None => (default, "default"),
@@ -358,20 +466,36 @@ fn validate_endpoint(raw: &str, protocol: Protocol, insecure: bool) -> Result<St
     } else {
         return Err("not an absolute URL (expected http://host:port or https://host:port)".into());
     };
-    let uri: http::Uri = with_scheme.parse().map_err(|e| format!("not a valid URL ({e})"))?;
+    let uri: http::Uri = with_scheme
+        .parse()
+        .map_err(|e| format!("not a valid URL ({e})"))?;
     match uri.scheme_str() {
         Some("http") | Some("https") => {}
         _ => return Err("scheme must be http or https".into()),
     }
-    match uri.authority() {
-        Some(a) if !a.host().is_empty() => Ok(with_scheme),
-        _ => Err("URL has no host".into()),
+    let Some(authority) = uri.authority().filter(|a| !a.host().is_empty()) else {
+        return Err("URL has no host".into());
+    };
+    // `http::Uri` keeps whatever follows the host's colon; the transports need a number.
+    let after_host = authority
+        .as_str()
+        .rsplit_once(']')
+        .map_or(authority.as_str(), |(_, rest)| rest);
+    if let Some((_, port)) = after_host.rsplit_once(':') {
+        match port.parse::<u16>() {
+            Ok(p) if p > 0 => {}
+            _ => return Err(format!("invalid port {:?}", bounded(port))),
+        }
     }
+    Ok(with_scheme)
 }
 
 fn resolve_headers(env: &mut Env<'_>, vars: &[String; 2]) -> Headers {
     // The first variable set wins whole (no merging), as the SDKs do.
-    let Some((var, raw)) = vars.iter().find_map(|v| env.get(v).map(|raw| (v.clone(), raw))) else {
+    let Some((var, raw)) = vars
+        .iter()
+        .find_map(|v| env.get(v).map(|raw| (v.clone(), raw)))
+    else {
         return Headers::default();
     };
     let mut headers = Vec::new();
@@ -386,12 +510,15 @@ fn resolve_headers(env: &mut Env<'_>, vars: &[String; 2]) -> Headers {
         match parsed {
             Some(kv) => headers.push(kv),
             None => {
-                // Never quote a header value back: it is usually a secret.
-                let name = entry.split('=').next().unwrap_or("").trim();
-                let shown = if http::HeaderName::from_bytes(name.as_bytes()).is_ok() {
-                    format!("{name}=<redacted>")
-                } else {
-                    "<redacted>".to_owned()
+                // Never quote a header value back: it is usually a secret. An entry without '='
+                // may itself be the secret (or its tail, cut at an unencoded comma).
+                let shown = match entry.split_once('=') {
+                    Some((name, _))
+                        if http::HeaderName::from_bytes(name.trim().as_bytes()).is_ok() =>
+                    {
+                        format!("{}=<redacted>", name.trim())
+                    }
+                    _ => "<redacted>".to_owned(),
                 };
                 env.warn(&var, &shown, "malformed header entry (expected key=value with a valid header name and value)", "the other entries");
             }
@@ -402,13 +529,22 @@ fn resolve_headers(env: &mut Env<'_>, vars: &[String; 2]) -> Headers {
 
 fn resolve_sampler(env: &mut Env<'_>) -> Sampler {
     const DEFAULT: Sampler = Sampler::ParentBasedAlwaysOn;
-    let Some(raw) = env.get("OTEL_TRACES_SAMPLER") else { return DEFAULT };
+    let Some(raw) = env.get("OTEL_TRACES_SAMPLER") else {
+        return DEFAULT;
+    };
     let ratio = |env: &mut Env<'_>| -> f64 {
-        let Some(arg) = env.get("OTEL_TRACES_SAMPLER_ARG") else { return 1.0 };
+        let Some(arg) = env.get("OTEL_TRACES_SAMPLER_ARG") else {
+            return 1.0;
+        };
         match arg.parse::<f64>() {
             Ok(r) if (0.0..=1.0).contains(&r) => r,
             _ => {
-                env.warn("OTEL_TRACES_SAMPLER_ARG", &arg, "not a ratio between 0 and 1", "1.0");
+                env.warn(
+                    "OTEL_TRACES_SAMPLER_ARG",
+                    &arg,
+                    "not a ratio between 0 and 1",
+                    "1.0",
+                );
                 1.0
             }
         }
@@ -421,7 +557,12 @@ fn resolve_sampler(env: &mut Env<'_>) -> Sampler {
         "parentbased_always_off" => Sampler::ParentBasedAlwaysOff,
         "parentbased_traceidratio" => Sampler::ParentBasedTraceIdRatio(ratio(env)),
         _ => {
-            env.warn("OTEL_TRACES_SAMPLER", &raw, "unknown or unsupported sampler", DEFAULT.to_string());
+            env.warn(
+                "OTEL_TRACES_SAMPLER",
+                &raw,
+                "unknown or unsupported sampler",
+                DEFAULT.to_string(),
+            );
             DEFAULT
         }
     }
@@ -429,7 +570,9 @@ fn resolve_sampler(env: &mut Env<'_>) -> Sampler {
 
 fn resolve_propagators(env: &mut Env<'_>) -> Vec<Propagator> {
     const DEFAULT: [Propagator; 2] = [Propagator::TraceContext, Propagator::Baggage];
-    let Some(raw) = env.get("OTEL_PROPAGATORS") else { return DEFAULT.to_vec() };
+    let Some(raw) = env.get("OTEL_PROPAGATORS") else {
+        return DEFAULT.to_vec();
+    };
     let mut out = Vec::new();
     let mut none = false;
     for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -441,7 +584,12 @@ fn resolve_propagators(env: &mut Env<'_>) -> Vec<Propagator> {
                 continue;
             }
             _ => {
-                env.warn("OTEL_PROPAGATORS", &raw, format!("unknown or unsupported propagator {item:?}"), "the other listed propagators");
+                env.warn(
+                    "OTEL_PROPAGATORS",
+                    &raw,
+                    format!("unknown or unsupported propagator {:?}", bounded(item)),
+                    "the other listed propagators, else tracecontext,baggage",
+                );
                 continue;
             }
         };
@@ -451,26 +599,37 @@ fn resolve_propagators(env: &mut Env<'_>) -> Vec<Propagator> {
     }
     if none {
         Vec::new()
+    } else if out.is_empty() {
+        DEFAULT.to_vec()
     } else {
         out
     }
 }
 
+/// Precedence: `LOG_LEVEL`, `RUST_LOG`, the code default, then `debug` in a development
+/// deployment environment, else `info`.
 fn resolve_log_filter(env: &mut Env<'_>, defaults: &Defaults, dev: bool) -> String {
-    let environment_default = if dev { "debug" } else { "info" };
+    let implicit = if dev { "debug" } else { "info" };
     let code_default = defaults
         .log_level
         .as_deref()
         .and_then(|d| normalize_filter(d).ok());
-    let fallback = if dev {
-        "debug (deployment environment is development)".to_owned()
-    } else {
-        code_default.clone().unwrap_or_else(|| "info".to_owned())
-    };
+    let fallback = code_default.clone().unwrap_or_else(|| {
+        if dev {
+            "debug (the deployment environment is development)".to_owned()
+        } else {
+            "info".to_owned()
+        }
+    });
     let mut filter = env
-        .first(&["LOG_LEVEL", "RUST_LOG"], &|| fallback.clone(), normalize_filter)
+        .first(
+            &["LOG_LEVEL", "RUST_LOG"],
+            &|_| fallback.clone(),
+            normalize_filter,
+        )
         .map(|(f, _)| f)
-        .unwrap_or_else(|| if dev { environment_default.to_owned() } else { code_default.unwrap_or_else(|| "info".to_owned()) });
+        .or(code_default)
+        .unwrap_or_else(|| implicit.to_owned());
 
     let bare_verbose = matches!(filter.as_str(), "debug" | "trace");
     if bare_verbose {
@@ -478,16 +637,21 @@ fn resolve_log_filter(env: &mut Env<'_>, defaults: &Defaults, dev: bool) -> Stri
             filter.push_str(&format!(",{target}=info"));
         }
     }
-    // The SDK's own info lines are lifecycle chatter; unless asked for, show warnings only.
+    // The SDK's own info lines are lifecycle chatter: unless OTEL_LOG_LEVEL or the filter
+    // itself says otherwise, show its warnings only. An explicit OTEL_LOG_LEVEL goes last so
+    // it wins over any `opentelemetry` directive in the filter.
     let sdk_level = match env.get("OTEL_LOG_LEVEL") {
-        None => "warn",
-        Some(raw) => parse_level(&raw).unwrap_or_else(|reason| {
+        None if filter.contains("opentelemetry") => None,
+        None => Some("warn"),
+        Some(raw) => Some(parse_level(&raw).unwrap_or_else(|reason| {
             env.warn("OTEL_LOG_LEVEL", &raw, reason, "warn");
             "warn"
-        }),
+        })),
     };
-    filter.push_str(",opentelemetry=");
-    filter.push_str(sdk_level);
+    if let Some(level) = sdk_level {
+        filter.push_str(",opentelemetry=");
+        filter.push_str(level);
+    }
     filter
 }
 

@@ -43,12 +43,20 @@ pub(crate) struct OnRuntime<E> {
 impl<E> OnRuntime<E> {
     #[cfg_attr(not(feature = "grpc"), allow(dead_code))]
     pub(crate) fn new(inner: E, handle: Handle, timeout: Duration) -> Self {
-        OnRuntime { inner, handle: Some(handle), timeout }
+        OnRuntime {
+            inner,
+            handle: Some(handle),
+            timeout,
+        }
     }
 
     #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn passthrough(inner: E) -> Self {
-        OnRuntime { inner, handle: None, timeout: Duration::ZERO }
+        OnRuntime {
+            inner,
+            handle: None,
+            timeout: Duration::ZERO,
+        }
     }
 
     fn run<'a>(&self, export: impl Future<Output = OTelSdkResult> + Send + 'a) -> InRuntime<'a> {
@@ -63,7 +71,10 @@ impl<E> OnRuntime<E> {
             }),
             None => Box::pin(export),
         };
-        InRuntime { handle: self.handle.clone(), inner }
+        InRuntime {
+            handle: self.handle.clone(),
+            inner,
+        }
     }
 
     fn enter(&self) -> Option<tokio::runtime::EnterGuard<'_>> {
@@ -71,7 +82,9 @@ impl<E> OnRuntime<E> {
     }
 }
 
-impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanExporter for OnRuntime<E> {
+impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanExporter
+    for OnRuntime<E>
+{
     async fn export(&self, batch: Vec<opentelemetry_sdk::trace::SpanData>) -> OTelSdkResult {
         self.run(self.inner.export(batch)).await
     }
@@ -91,7 +104,9 @@ impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanEx
     }
 }
 
-impl<E: opentelemetry_sdk::logs::LogExporter> opentelemetry_sdk::logs::LogExporter for OnRuntime<E> {
+impl<E: opentelemetry_sdk::logs::LogExporter> opentelemetry_sdk::logs::LogExporter
+    for OnRuntime<E>
+{
     async fn export(&self, batch: opentelemetry_sdk::logs::LogBatch<'_>) -> OTelSdkResult {
         self.run(self.inner.export(batch)).await
     }
@@ -109,7 +124,10 @@ impl<E: opentelemetry_sdk::logs::LogExporter> opentelemetry_sdk::logs::LogExport
 impl<E: opentelemetry_sdk::metrics::exporter::PushMetricExporter>
     opentelemetry_sdk::metrics::exporter::PushMetricExporter for OnRuntime<E>
 {
-    async fn export(&self, metrics: &opentelemetry_sdk::metrics::data::ResourceMetrics) -> OTelSdkResult {
+    async fn export(
+        &self,
+        metrics: &opentelemetry_sdk::metrics::data::ResourceMetrics,
+    ) -> OTelSdkResult {
         self.run(self.inner.export(metrics)).await
     }
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
 use opentelemetry_sdk::metrics::Temporality;
+use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
 
 /// Prints telemetry to stderr.
 #[derive(Debug, Default)]
@@ -35,10 +35,16 @@ impl<'a, I: Iterator<Item = &'a KeyValue>> Display for Attrs<'a, I> {
 }
 
 impl opentelemetry_sdk::trace::SpanExporter for Console {
-    fn export(&self, batch: Vec<opentelemetry_sdk::trace::SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
+    fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> impl Future<Output = OTelSdkResult> + Send {
         let mut text = String::new();
         for span in &batch {
-            let duration = span.end_time.duration_since(span.start_time).unwrap_or_default();
+            let duration = span
+                .end_time
+                .duration_since(span.start_time)
+                .unwrap_or_default();
             let _ = writeln!(
                 text,
                 "[span] {} kind={:?} trace_id={} span_id={} parent={} duration={:?} status={:?}{}",
@@ -58,7 +64,10 @@ impl opentelemetry_sdk::trace::SpanExporter for Console {
 }
 
 impl opentelemetry_sdk::logs::LogExporter for Console {
-    fn export(&self, batch: opentelemetry_sdk::logs::LogBatch<'_>) -> impl Future<Output = OTelSdkResult> + Send {
+    fn export(
+        &self,
+        batch: opentelemetry_sdk::logs::LogBatch<'_>,
+    ) -> impl Future<Output = OTelSdkResult> + Send {
         let mut text = String::new();
         for (record, _scope) in batch.iter() {
             let body = record.body().map(|b| format!("{b:?}")).unwrap_or_default();
@@ -117,12 +126,22 @@ fn write_points<T: fmt::Debug + Copy>(text: &mut String, name: &str, data: &Metr
     match data {
         MetricData::Gauge(g) => {
             for p in g.data_points() {
-                let _ = writeln!(text, "[metric] {name} gauge value={:?}{}", p.value(), attrs(p.attributes()));
+                let _ = writeln!(
+                    text,
+                    "[metric] {name} gauge value={:?}{}",
+                    p.value(),
+                    attrs(p.attributes())
+                );
             }
         }
         MetricData::Sum(s) => {
             for p in s.data_points() {
-                let _ = writeln!(text, "[metric] {name} sum value={:?}{}", p.value(), attrs(p.attributes()));
+                let _ = writeln!(
+                    text,
+                    "[metric] {name} sum value={:?}{}",
+                    p.value(),
+                    attrs(p.attributes())
+                );
             }
         }
         MetricData::Histogram(h) => {

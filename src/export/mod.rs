@@ -7,10 +7,10 @@ mod bounded;
 mod console;
 mod otlp;
 
+use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::{LoggerProviderBuilder, SdkLoggerProvider};
 use opentelemetry_sdk::metrics::{MeterProviderBuilder, SdkMeterProvider};
 use opentelemetry_sdk::trace::{SdkTracerProvider, TracerProviderBuilder};
-use opentelemetry_sdk::Resource;
 use tokio::runtime::{Handle, Runtime};
 
 use crate::config::{Config, Protocol, Sampler, Signal, SignalConfig};
@@ -140,7 +140,10 @@ macro_rules! otlp_exporter {
             #[allow(unreachable_patterns)]
             _ => {
                 let _ = handle;
-                Err(format!("protocol {} is not compiled in", config.protocol.as_str()))
+                Err(format!(
+                    "protocol {} is not compiled in",
+                    config.protocol.as_str()
+                ))
             }
         })
     }};
@@ -158,14 +161,18 @@ macro_rules! add_exporters {
             let mut added = false;
             if config.otlp {
                 #[allow(unused_variables)]
-                let built: Result<OnRuntime<$exporter>, String> = otlp_exporter!($exporter, config, handle);
+                let built: Result<OnRuntime<$exporter>, String> =
+                    otlp_exporter!($exporter, config, handle);
                 match built {
                     #[allow(unreachable_code)]
                     Ok(exporter) => {
                         builder = builder.$add(exporter);
                         added = true;
                     }
-                    Err(cause) => problems.push(ExportProblem { signal: $signal, cause }),
+                    Err(cause) => problems.push(ExportProblem {
+                        signal: $signal,
+                        cause,
+                    }),
                 }
             }
             if config.console {
@@ -177,6 +184,24 @@ macro_rules! add_exporters {
     };
 }
 
-add_exporters!(add_traces, TracerProviderBuilder, Signal::Traces, opentelemetry_otlp::SpanExporter, with_batch_exporter);
-add_exporters!(add_metrics, MeterProviderBuilder, Signal::Metrics, opentelemetry_otlp::MetricExporter, with_periodic_exporter);
-add_exporters!(add_logs, LoggerProviderBuilder, Signal::Logs, opentelemetry_otlp::LogExporter, with_batch_exporter);
+add_exporters!(
+    add_traces,
+    TracerProviderBuilder,
+    Signal::Traces,
+    opentelemetry_otlp::SpanExporter,
+    with_batch_exporter
+);
+add_exporters!(
+    add_metrics,
+    MeterProviderBuilder,
+    Signal::Metrics,
+    opentelemetry_otlp::MetricExporter,
+    with_periodic_exporter
+);
+add_exporters!(
+    add_logs,
+    LoggerProviderBuilder,
+    Signal::Logs,
+    opentelemetry_otlp::LogExporter,
+    with_batch_exporter
+);

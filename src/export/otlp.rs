@@ -52,7 +52,10 @@ where
     use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
     let mut headers = http::HeaderMap::new();
     for (k, v) in config.headers.iter() {
-        if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(k.as_bytes()), http::HeaderValue::from_str(v)) {
+        if let (Ok(k), Ok(v)) = (
+            http::HeaderName::from_bytes(k.as_bytes()),
+            http::HeaderValue::from_str(v),
+        ) {
             headers.insert(k, v);
         }
     }
@@ -71,7 +74,11 @@ pub(crate) fn http<B>(builder: B, config: &SignalConfig) -> B
 where
     B: opentelemetry_otlp::WithExportConfig + opentelemetry_otlp::WithHttpConfig,
 {
-    let headers = config.headers.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+    let headers = config
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
     let builder = builder
         .with_endpoint(config.endpoint.clone())
         .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)

@@ -10,10 +10,10 @@ use opentelemetry::trace::{SpanContext, TraceContextExt};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_core::dispatcher::WeakDispatch;
-use tracing_subscriber::layer::Context;
-use tracing_subscriber::registry::LookupSpan;
 use tracing_log::NormalizeEvent;
 use tracing_subscriber::Layer;
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
 
 use super::escape::{debug_quoted_into, escape_into, quoted_into};
 use super::time::write_timestamp;
@@ -21,7 +21,15 @@ use super::writer::LogWriter;
 
 /// Keys the line itself uses; an event field with one of these names is written as
 /// `field.<name>` so that every key in a line is unique.
-const RESERVED: &[&str] = &["timestamp", "level", "target", "trace_id", "span_id", "span", "spans"];
+const RESERVED: &[&str] = &[
+    "timestamp",
+    "level",
+    "target",
+    "trace_id",
+    "span_id",
+    "span",
+    "spans",
+];
 
 /// Lines longer than this are not kept in the thread's reusable buffer, so one huge event
 /// does not pin megabytes per thread.
@@ -62,14 +70,24 @@ where
         let _ = self.dispatch.set(subscriber.downgrade());
     }
 
-    fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, id: &tracing::span::Id, ctx: Context<'_, S>) {
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: Context<'_, S>,
+    ) {
         let Some(span) = ctx.span(id) else { return };
         let mut rendered = String::new();
         attrs.record(&mut FieldWriter::for_span(&mut rendered));
         span.extensions_mut().insert(SpanFields(rendered));
     }
 
-    fn on_record(&self, id: &tracing::span::Id, values: &tracing::span::Record<'_>, ctx: Context<'_, S>) {
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: Context<'_, S>,
+    ) {
         let Some(span) = ctx.span(id) else { return };
         let mut extensions = span.extensions_mut();
         if let Some(SpanFields(rendered)) = extensions.get_mut::<SpanFields>() {
@@ -82,7 +100,9 @@ where
         // A log call made while this thread is already formatting (a Debug impl that logs)
         // gets a fresh buffer instead of a RefCell panic.
         let reentrant = BUFFERS.with(|b| {
-            let Ok(mut buffers) = b.try_borrow_mut() else { return true };
+            let Ok(mut buffers) = b.try_borrow_mut() else {
+                return true;
+            };
             let Buffers { line, fields } = &mut *buffers;
             self.format_event(line, fields, event, &ctx, now);
             self.writer.write_line(line.as_bytes());
@@ -103,8 +123,14 @@ where
 }
 
 impl JsonLayer {
-    fn format_event<S>(&self, line: &mut String, fields: &mut String, event: &Event<'_>, ctx: &Context<'_, S>, now: SystemTime)
-    where
+    fn format_event<S>(
+        &self,
+        line: &mut String,
+        fields: &mut String,
+        event: &Event<'_>,
+        ctx: &Context<'_, S>,
+        now: SystemTime,
+    ) where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
         line.clear();
@@ -316,7 +342,8 @@ impl Visit for FieldWriter<'_> {
         if self.skips(field) {
             return;
         }
-        self.key(field).push_str(if value { "true" } else { "false" });
+        self.key(field)
+            .push_str(if value { "true" } else { "false" });
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
@@ -328,7 +355,8 @@ impl Visit for FieldWriter<'_> {
         let _ = fmt::Write::write_fmt(&mut super::escape::Escaper(out), format_args!("{value}"));
         let mut source = value.source();
         while let Some(cause) = source {
-            let _ = fmt::Write::write_fmt(&mut super::escape::Escaper(out), format_args!(": {cause}"));
+            let _ =
+                fmt::Write::write_fmt(&mut super::escape::Escaper(out), format_args!(": {cause}"));
             source = cause.source();
         }
         out.push('"');

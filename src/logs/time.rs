@@ -73,7 +73,10 @@ mod tests {
 
     fn fmt(secs: u64, micros: u32) -> String {
         let mut s = String::new();
-        write_timestamp(&mut s, UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros.into()));
+        write_timestamp(
+            &mut s,
+            UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros.into()),
+        );
         s
     }
 

@@ -53,20 +53,28 @@ impl MemoryWriter {
     /// Every line written so far, without trailing newlines.
     pub fn lines(&self) -> Vec<String> {
         let buf = self.buf.lock().unwrap_or_else(PoisonError::into_inner);
-        String::from_utf8_lossy(&buf).lines().map(str::to_owned).collect()
+        String::from_utf8_lossy(&buf)
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Every line parsed as JSON; a line that does not parse becomes a `{"unparsed": line}`.
     pub fn json_lines(&self) -> Vec<serde_json::Value> {
         self.lines()
             .into_iter()
-            .map(|l| serde_json::from_str(&l).unwrap_or_else(|_| serde_json::json!({ "unparsed": l })))
+            .map(|l| {
+                serde_json::from_str(&l).unwrap_or_else(|_| serde_json::json!({ "unparsed": l }))
+            })
             .collect()
     }
 
     /// Forgets everything written so far.
     pub fn clear(&self) {
-        self.buf.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        self.buf
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 }
 

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
 pub struct Collector {
     child: Child,
@@ -57,8 +57,21 @@ impl Collector {
             let dump = dir.join(format!("rotel-{grpc_port}-{http_port}.log"));
             let out = std::fs::File::create(&dump).expect("create collector dump file");
             let mut child = Command::new(&agent)
-                .args(["start", "--exporter", "blackhole", "--debug-log-verbosity", "detailed"])
-                .args(["--debug-log", "traces", "--debug-log", "metrics", "--debug-log", "logs"])
+                .args([
+                    "start",
+                    "--exporter",
+                    "blackhole",
+                    "--debug-log-verbosity",
+                    "detailed",
+                ])
+                .args([
+                    "--debug-log",
+                    "traces",
+                    "--debug-log",
+                    "metrics",
+                    "--debug-log",
+                    "logs",
+                ])
                 .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc_port}")])
                 .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http_port}")])
                 .env("ROTEL_LOG_FORMAT", "json")
@@ -69,7 +82,12 @@ impl Collector {
                 .expect("spawn rotel-agent");
             let deadline = Instant::now() + Duration::from_secs(15);
             if wait_for_port(grpc_port, deadline) && wait_for_port(http_port, deadline) {
-                return Collector { child, grpc_port, http_port, dump };
+                return Collector {
+                    child,
+                    grpc_port,
+                    http_port,
+                    dump,
+                };
             }
             // Most likely a port was taken between choosing and binding: try other ports.
             let _ = child.kill();
@@ -106,7 +124,10 @@ impl Collector {
                 return found;
             }
             if Instant::now() > deadline {
-                panic!("collector never received {what} within {timeout:?}; records:\n{:#?}", self.records());
+                panic!(
+                    "collector never received {what} within {timeout:?}; records:\n{:#?}",
+                    self.records()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -164,7 +185,10 @@ pub fn parse_dump(text: &str) -> Vec<Value> {
     let start = |signal: &str, resource: &Map<String, Value>| {
         let mut rec = Map::new();
         rec.insert("signal".into(), json!(signal));
-        rec.insert("service".into(), resource.get("service.name").cloned().unwrap_or(Value::Null));
+        rec.insert(
+            "service".into(),
+            resource.get("service.name").cloned().unwrap_or(Value::Null),
+        );
         rec.insert("resource".into(), Value::Object(resource.clone()));
         rec.insert("attributes".into(), json!({}));
         rec
@@ -172,7 +196,10 @@ pub fn parse_dump(text: &str) -> Vec<Value> {
 
     for line in text.lines() {
         let trimmed = line.trim();
-        if trimmed.starts_with("ResourceSpans #") || trimmed.starts_with("ResourceMetrics #") || trimmed.starts_with("ResourceLog #") {
+        if trimmed.starts_with("ResourceSpans #")
+            || trimmed.starts_with("ResourceMetrics #")
+            || trimmed.starts_with("ResourceLog #")
+        {
             flush(&mut current, &mut out);
             resource = Map::new();
             section = Section::Other;
@@ -199,7 +226,8 @@ pub fn parse_dump(text: &str) -> Vec<Value> {
             section = Section::Other;
             continue;
         }
-        if trimmed.starts_with("NumberDataPoints #") || trimmed.starts_with("HistogramDataPoints #") {
+        if trimmed.starts_with("NumberDataPoints #") || trimmed.starts_with("HistogramDataPoints #")
+        {
             flush(&mut current, &mut out);
             let mut rec = start("metric", &resource);
             rec.insert("name".into(), json!(metric_name));
@@ -213,13 +241,17 @@ pub fn parse_dump(text: &str) -> Vec<Value> {
             continue;
         }
         if let Some(kv) = trimmed.strip_prefix("-> ") {
-            let Some((k, v)) = kv.split_once(": ") else { continue };
+            let Some((k, v)) = kv.split_once(": ") else {
+                continue;
+            };
             match section {
                 Section::Resource => {
                     resource.insert(k.to_owned(), parse_value(v));
                 }
                 Section::Item => {
-                    if let Some(Value::Object(attrs)) = current.as_mut().and_then(|c| c.get_mut("attributes")) {
+                    if let Some(Value::Object(attrs)) =
+                        current.as_mut().and_then(|c| c.get_mut("attributes"))
+                    {
                         attrs.insert(k.to_owned(), parse_value(v));
                     }
                 }
@@ -238,8 +270,12 @@ pub fn parse_dump(text: &str) -> Vec<Value> {
         if section == Section::Resource && !trimmed.starts_with("->") {
             section = Section::Other;
         }
-        let Some(rec) = current.as_mut() else { continue };
-        let Some((key, value)) = trimmed.split_once(':') else { continue };
+        let Some(rec) = current.as_mut() else {
+            continue;
+        };
+        let Some((key, value)) = trimmed.split_once(':') else {
+            continue;
+        };
         let (key, value) = (key.trim(), value.trim());
         let field = match key {
             "Trace ID" => "trace_id",
@@ -255,14 +291,19 @@ pub fn parse_dump(text: &str) -> Vec<Value> {
                 continue;
             }
             "SeverityNumber" => {
-                let n = value.rsplit_once('(').and_then(|(_, n)| n.trim_end_matches(')').parse::<i64>().ok());
+                let n = value
+                    .rsplit_once('(')
+                    .and_then(|(_, n)| n.trim_end_matches(')').parse::<i64>().ok());
                 rec.insert("severity_number".into(), json!(n));
                 section = Section::Other;
                 continue;
             }
             "Value" | "Count" | "Sum" => {
                 let k = key.to_ascii_lowercase();
-                let v = value.parse::<f64>().map(|f| json!(f)).unwrap_or(json!(value));
+                let v = value
+                    .parse::<f64>()
+                    .map(|f| json!(f))
+                    .unwrap_or(json!(value));
                 rec.insert(k, v);
                 section = Section::Other;
                 continue;

@@ -6,8 +6,8 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use service_telemetry::opentelemetry::{global, KeyValue};
 use service_telemetry::Telemetry;
+use service_telemetry::opentelemetry::{KeyValue, global};
 
 pub struct ProbeRun {
     pub status: ExitStatus,
@@ -23,7 +23,12 @@ impl ProbeRun {
         self.json
             .iter()
             .find(|l| l["message"] == message)
-            .unwrap_or_else(|| panic!("no log line {message:?}; stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no log line {message:?}; stdout:\n{}\nstderr:\n{}",
+                    self.stdout, self.stderr
+                )
+            })
     }
 
     pub fn warnings(&self) -> Vec<&Value> {
@@ -36,14 +41,23 @@ impl ProbeRun {
 pub fn run_probe(env: &[(&str, &str)], limit: Duration) -> ProbeRun {
     let exe = std::env::current_exe().expect("current test binary");
     let mut cmd = Command::new(exe);
-    cmd.args(["probe", "--exact", "--ignored", "--nocapture", "--test-threads=1"]);
+    cmd.args([
+        "probe",
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
         if key.starts_with("OTEL_") || key == "LOG_LEVEL" || key == "RUST_LOG" {
             cmd.env_remove(key.as_ref());
         }
     }
-    cmd.envs(env.iter().copied()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let started = Instant::now();
     let mut child = cmd.spawn().expect("spawn probe");
     let mut out = child.stdout.take().expect("stdout");
@@ -78,9 +92,17 @@ pub fn run_probe(env: &[(&str, &str)], limit: Duration) -> ProbeRun {
         // libtest prints "test probe ... " without a newline before the probe's first line.
         .map(|l| l.strip_prefix("test probe ... ").unwrap_or(l))
         .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}")))
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}"))
+        })
         .collect();
-    ProbeRun { status, elapsed, json, stdout, stderr }
+    ProbeRun {
+        status,
+        elapsed,
+        json,
+        stdout,
+        stderr,
+    }
 }
 
 /// The child side: init, one span with a log line inside, one counter, then a bounded
@@ -114,7 +136,9 @@ fn probe_body() {
         .shutdown_timeout(timeout)
         .try_init()
         .expect("first init in this process");
-    let counter = global::meter("probe").u64_counter(format!("probe.counter.{tag}")).build();
+    let counter = global::meter("probe")
+        .u64_counter(format!("probe.counter.{tag}"))
+        .build();
     {
         let span = tracing::info_span!("probe-span", probe.tag = %tag);
         let _entered = span.enter();
@@ -125,7 +149,11 @@ fn probe_body() {
     let result = telemetry.shutdown(timeout);
     tracing::info!(
         ok = result.is_ok(),
-        error = result.as_ref().err().map(|e| e.to_string()).unwrap_or_default(),
+        error = result
+            .as_ref()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "probe-shutdown"
     );

@@ -5,8 +5,8 @@ use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData
 use proptest::prelude::*;
 use serde_json::Value;
 use tracing::{info, info_span};
-use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::Registry;
+use tracing_subscriber::layer::SubscriberExt;
 
 use super::JsonLayer;
 use crate::logs::MemoryWriter;
@@ -15,7 +15,9 @@ use crate::logs::MemoryWriter;
 /// parsed lines and the spans the SDK finished.
 fn capture(f: impl FnOnce()) -> (Vec<Value>, Vec<SpanData>) {
     let exporter = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
     let writer = MemoryWriter::new();
     let subscriber = Registry::default()
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
@@ -23,13 +25,22 @@ fn capture(f: impl FnOnce()) -> (Vec<Value>, Vec<SpanData>) {
     tracing::subscriber::with_default(subscriber, f);
     let _ = provider.force_flush();
     for line in writer.lines() {
-        assert!(serde_json::from_str::<Value>(&line).is_ok(), "not JSON: {line}");
+        assert!(
+            serde_json::from_str::<Value>(&line).is_ok(),
+            "not JSON: {line}"
+        );
     }
-    (writer.json_lines(), exporter.get_finished_spans().unwrap_or_default())
+    (
+        writer.json_lines(),
+        exporter.get_finished_spans().unwrap_or_default(),
+    )
 }
 
 fn span_named<'a>(spans: &'a [SpanData], name: &str) -> &'a SpanData {
-    spans.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no span {name}"))
+    spans
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no span {name}"))
 }
 
 #[test]
@@ -41,7 +52,10 @@ fn ids_inside_a_span_equal_the_exported_span_context() {
     });
     let line = &lines[0];
     let exported = span_named(&spans, "request");
-    assert_eq!(line["trace_id"], exported.span_context.trace_id().to_string());
+    assert_eq!(
+        line["trace_id"],
+        exported.span_context.trace_id().to_string()
+    );
     assert_eq!(line["span_id"], exported.span_context.span_id().to_string());
     assert_eq!(line["trace_id"].as_str().map(str::len), Some(32));
     assert_eq!(line["span_id"].as_str().map(str::len), Some(16));
@@ -57,7 +71,10 @@ fn ids_inside_a_span_equal_the_exported_span_context() {
 fn no_ids_outside_spans() {
     let (lines, _) = capture(|| info!("outside"));
     let line = lines[0].as_object().expect("object");
-    assert!(!line.contains_key("trace_id") && !line.contains_key("span_id"), "{line:?}");
+    assert!(
+        !line.contains_key("trace_id") && !line.contains_key("span_id"),
+        "{line:?}"
+    );
     assert!(!line.contains_key("span") && !line.contains_key("spans"));
 }
 
@@ -71,7 +88,12 @@ fn nested_spans_list_root_first_and_ids_follow_the_innermost() {
         info!("querying");
     });
     let line = &lines[0];
-    let names: Vec<_> = line["spans"].as_array().expect("spans").iter().map(|s| s["name"].clone()).collect();
+    let names: Vec<_> = line["spans"]
+        .as_array()
+        .expect("spans")
+        .iter()
+        .map(|s| s["name"].clone())
+        .collect();
     assert_eq!(names, ["request", "db.query"]);
     assert_eq!(line["spans"][0]["route"], "/x");
     assert_eq!(line["span"]["table"], "orders");
