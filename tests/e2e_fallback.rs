@@ -4,9 +4,9 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::time::Duration;
 
+#[cfg_attr(not(all(feature = "grpc", feature = "http")), allow(unused_imports))]
 use common::collector::{Collector, free_port};
 use common::probe::{ProbeRun, probe_main, run_probe};
 
@@ -109,6 +109,7 @@ fn garbage_in_every_variable_starts_warns_and_exits_zero() {
 }
 
 #[test]
+#[cfg(all(feature = "grpc", feature = "http"))]
 fn unreachable_collector_does_not_delay_start_or_exit() {
     let endpoint = format!("http://127.0.0.1:{}", free_port());
     for protocol in ["grpc", "http/protobuf"] {
@@ -142,9 +143,10 @@ fn unreachable_collector_does_not_delay_start_or_exit() {
 }
 
 #[test]
+#[cfg(all(feature = "grpc", feature = "http"))]
 fn silent_collector_cannot_stretch_shutdown_past_its_bound() {
     // Accepts connections and never answers: the worst case for an exporter.
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     std::thread::spawn(move || {
         let mut held = Vec::new();
@@ -181,6 +183,7 @@ fn silent_collector_cannot_stretch_shutdown_past_its_bound() {
 }
 
 #[test]
+#[cfg(feature = "http")]
 fn unknown_protocol_warns_and_uses_http_protobuf() {
     let collector = Collector::start();
     let run = run_probe(
@@ -263,4 +266,30 @@ fn export_disabled_still_logs_json_with_ids() {
     assert_eq!(line["span_id"].as_str().map(str::len), Some(16));
     assert_eq!(line["span"]["name"], "probe-span");
     assert_eq!(line["span"]["probe.tag"], "off");
+}
+
+#[test]
+#[cfg(not(all(feature = "grpc", feature = "http")))]
+fn a_transport_compiled_out_degrades_to_noop_with_a_warning() {
+    let protocol = if cfg!(feature = "grpc") { "http/protobuf" } else { "grpc" };
+    let run = run_probe(
+        &[
+            ("OTEL_ENABLED", "true"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1"),
+            ("PROBE_TAG", "compiled-out"),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_clean_exit(&run);
+    let causes: Vec<_> = run
+        .warnings()
+        .into_iter()
+        .filter(|w| w["target"] == "service_telemetry::export")
+        .map(|w| w["cause"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(causes.len(), 3, "one warning per signal: {causes:#?}");
+    assert!(causes.iter().all(|c| c.contains("not compiled in")), "{causes:#?}");
+    assert_eq!(run.line_with_message("probe-shutdown")["ok"], true);
+    assert_eq!(run.line_with_message("probe-log-compiled-out")["trace_id"].as_str().map(str::len), Some(32));
 }
