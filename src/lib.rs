@@ -1,5 +1,6 @@
-//! service-telemetry
+#![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod builder;
 pub mod config;
@@ -21,7 +22,13 @@ pub use opentelemetry_sdk;
 pub use tracing;
 pub use tracing_opentelemetry;
 
-/// Installs telemetry from the environment with no code defaults.
+/// Installs telemetry from the environment with no code defaults; see [`TelemetryBuilder`]
+/// for the defaults a service can set in code.
+///
+/// ```no_run
+/// let _telemetry = service_telemetry::init()?;
+/// # Ok::<(), service_telemetry::InitError>(())
+/// ```
 pub fn init() -> Result<Telemetry, InitError> {
     Telemetry::builder().try_init()
 }

@@ -123,3 +123,46 @@ fn http_current_thread_runtime() {
 fn http_multi_thread_runtime() {
     roundtrip("http/protobuf", "multi");
 }
+
+#[test]
+fn console_exporters_print_readable_telemetry_to_stderr() {
+    let run = run_probe(
+        &[
+            ("OTEL_ENABLED", "true"),
+            ("OTEL_TRACES_EXPORTER", "console"),
+            ("OTEL_METRICS_EXPORTER", "console"),
+            ("OTEL_LOGS_EXPORTER", "console"),
+            ("PROBE_TAG", "console"),
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    let line = run.line_with_message("probe-log-console");
+    let trace_id = line["trace_id"].as_str().expect("trace id");
+    let span_line = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("[span] probe-span"))
+        .unwrap_or_else(|| panic!("no span on stderr:\n{}", run.stderr));
+    assert!(
+        span_line.contains(&format!("trace_id={trace_id}")),
+        "{span_line}"
+    );
+    assert!(span_line.contains("probe.tag=console"), "{span_line}");
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.starts_with("[metric] probe.counter.console sum value=7")),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.lines().any(|l| l.starts_with("[log] INFO")
+            && l.contains("probe-log-console")
+            && l.contains(trace_id)),
+        "{}",
+        run.stderr
+    );
+    // Stdout stays pure JSON lines.
+    assert!(run.stdout.lines().all(|l| !l.starts_with('[')));
+}

@@ -271,7 +271,11 @@ fn export_disabled_still_logs_json_with_ids() {
 #[test]
 #[cfg(not(all(feature = "grpc", feature = "http")))]
 fn a_transport_compiled_out_degrades_to_noop_with_a_warning() {
-    let protocol = if cfg!(feature = "grpc") { "http/protobuf" } else { "grpc" };
+    let protocol = if cfg!(feature = "grpc") {
+        "http/protobuf"
+    } else {
+        "grpc"
+    };
     let run = run_probe(
         &[
             ("OTEL_ENABLED", "true"),
@@ -289,7 +293,15 @@ fn a_transport_compiled_out_degrades_to_noop_with_a_warning() {
         .map(|w| w["cause"].as_str().unwrap_or_default().to_owned())
         .collect();
     assert_eq!(causes.len(), 3, "one warning per signal: {causes:#?}");
-    assert!(causes.iter().all(|c| c.contains("not compiled in")), "{causes:#?}");
+    assert!(
+        causes.iter().all(|c| c.contains("not compiled in")),
+        "{causes:#?}"
+    );
     assert_eq!(run.line_with_message("probe-shutdown")["ok"], true);
-    assert_eq!(run.line_with_message("probe-log-compiled-out")["trace_id"].as_str().map(str::len), Some(32));
+    assert_eq!(
+        run.line_with_message("probe-log-compiled-out")["trace_id"]
+            .as_str()
+            .map(str::len),
+        Some(32)
+    );
 }

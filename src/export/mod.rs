@@ -3,6 +3,7 @@
 //! Building never fails: a pipeline that cannot be built is left out and reported as an
 //! [`ExportProblem`], which `init` logs as one warning once the logger is up.
 
+#[cfg(any(feature = "grpc", feature = "http"))]
 mod bounded;
 mod console;
 mod otlp;
@@ -14,6 +15,7 @@ use opentelemetry_sdk::trace::{SdkTracerProvider, TracerProviderBuilder};
 use tokio::runtime::{Handle, Runtime};
 
 use crate::config::{Config, Protocol, Sampler, Signal, SignalConfig};
+#[cfg(any(feature = "grpc", feature = "http"))]
 use bounded::OnRuntime;
 use console::Console;
 
@@ -112,6 +114,7 @@ fn sdk_sampler(sampler: Sampler) -> opentelemetry_sdk::trace::Sampler {
     }
 }
 
+#[cfg(any(feature = "grpc", feature = "http"))]
 /// Builds the OTLP exporter `$exporter` (an opentelemetry-otlp exporter type) for `$config`,
 /// as `Result<OnRuntime<$exporter>, String>`.
 macro_rules! otlp_exporter {
@@ -160,19 +163,31 @@ macro_rules! add_exporters {
         ) -> ($builder, bool) {
             let mut added = false;
             if config.otlp {
-                #[allow(unused_variables)]
-                let built: Result<OnRuntime<$exporter>, String> =
-                    otlp_exporter!($exporter, config, handle);
-                match built {
-                    #[allow(unreachable_code)]
-                    Ok(exporter) => {
-                        builder = builder.$add(exporter);
-                        added = true;
+                #[cfg(any(feature = "grpc", feature = "http"))]
+                {
+                    let built: Result<OnRuntime<$exporter>, String> =
+                        otlp_exporter!($exporter, config, handle);
+                    match built {
+                        Ok(exporter) => {
+                            builder = builder.$add(exporter);
+                            added = true;
+                        }
+                        Err(cause) => problems.push(ExportProblem {
+                            signal: $signal,
+                            cause,
+                        }),
                     }
-                    Err(cause) => problems.push(ExportProblem {
+                }
+                #[cfg(not(any(feature = "grpc", feature = "http")))]
+                {
+                    let _ = handle;
+                    let cause = otlp::preflight(config)
+                        .err()
+                        .unwrap_or_else(|| "no OTLP transport is compiled in".into());
+                    problems.push(ExportProblem {
                         signal: $signal,
                         cause,
-                    }),
+                    });
                 }
             }
             if config.console {
