@@ -121,6 +121,11 @@ impl SignalConfig {
     pub fn is_exported(&self) -> bool {
         self.otlp || self.console
     }
+
+    /// The per-export timeout to give the transport: "no limit" becomes 24 hours.
+    pub fn export_timeout(&self) -> Duration {
+        self.timeout.unwrap_or(NO_LIMIT)
+    }
 }
 
 /// OTLP transport protocol.
@@ -255,6 +260,9 @@ impl fmt::Display for ConfigWarning {
 
 /// Default per-export timeout (spec: 10 s).
 pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `..._TIMEOUT=0` means "no limit" in the spec; the transports need a finite bound.
+const NO_LIMIT: Duration = Duration::from_secs(24 * 60 * 60);
 
 impl Config {
     /// Resolves the configuration from `lookup` with no code defaults.

@@ -5,15 +5,13 @@ use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
 use super::{
-    Compression, Config, ConfigWarning, DEFAULT_EXPORT_TIMEOUT, Defaults, Headers, Propagator,
-    Protocol, Sampler, Signal, SignalConfig,
+    Compression, Config, ConfigWarning, DEFAULT_EXPORT_TIMEOUT, Defaults, Headers, NO_LIMIT,
+    Propagator, Protocol, Sampler, Signal, SignalConfig,
 };
 
 /// Longest value quoted back in a warning; the rest is elided so a huge variable cannot flood
 /// the log.
 const MAX_QUOTED: usize = 200;
-/// `..._TIMEOUT=0` means "no limit" in the spec; the transports need a finite bound.
-const NO_LIMIT: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Transport crates whose debug output drowns a service's own logs.
 const NOISY_TARGETS: &[&str] = &[

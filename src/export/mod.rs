@@ -129,7 +129,7 @@ macro_rules! otlp_exporter {
                 let _entered = handle.enter();
                 otlp::tonic(<$exporter>::builder().with_tonic(), config)
                     .build()
-                    .map(|e| OnRuntime::new(e, handle.clone(), otlp::timeout(config)))
+                    .map(|e| OnRuntime::new(e, handle.clone(), config.export_timeout()))
                     .map_err(|e| e.to_string())
             }
             #[cfg(feature = "http")]

@@ -4,17 +4,7 @@
 //! over the environment in opentelemetry-otlp, so the SDK's own environment reading cannot
 //! disagree with what [`crate::Config`] resolved and reported.
 
-#[cfg(any(feature = "grpc", feature = "http"))]
-use std::time::Duration;
-
 use crate::config::{Protocol, SignalConfig};
-
-/// The transport-independent setting the exporter builders need.
-#[cfg(any(feature = "grpc", feature = "http"))]
-pub(crate) fn timeout(config: &SignalConfig) -> Duration {
-    // The spec's "0 = no limit" still needs a finite number for the transports.
-    config.timeout.unwrap_or(Duration::from_secs(24 * 60 * 60))
-}
 
 /// Checks what no builder checks for us before anything is built.
 pub(crate) fn preflight(config: &SignalConfig) -> Result<(), String> {
@@ -61,7 +51,7 @@ where
     }
     let builder = builder
         .with_endpoint(config.endpoint.clone())
-        .with_timeout(timeout(config))
+        .with_timeout(config.export_timeout())
         .with_metadata(MetadataMap::from_headers(headers));
     match compression(config) {
         Some(c) => builder.with_compression(c),
@@ -82,7 +72,7 @@ where
     let builder = builder
         .with_endpoint(config.endpoint.clone())
         .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-        .with_timeout(timeout(config))
+        .with_timeout(config.export_timeout())
         .with_headers(headers);
     match compression(config) {
         Some(c) => builder.with_compression(c),
