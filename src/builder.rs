@@ -161,7 +161,8 @@ impl TelemetryBuilder {
     pub fn try_init(self) -> Result<Telemetry, InitError> {
         let parts = self.assemble();
         if tracing::dispatcher::set_global_default(parts.dispatch.clone()).is_err() {
-            shutdown_unused(parts.pipelines, self.shutdown_timeout);
+            // The same bounded, parallel shutdown as any guard's, so this cannot hang either.
+            let _ = self.guard(parts).shutdown(self.shutdown_timeout);
             return Err(InitError::SubscriberAlreadySet);
         }
         // Route `log` records into the same pipeline; an existing `log` logger is kept.
@@ -253,19 +254,6 @@ impl TelemetryBuilder {
             shut_down: AtomicBool::new(false),
             logs_open: Arc::new(AtomicBool::new(false)),
         })
-    }
-}
-
-fn shutdown_unused(pipelines: Pipelines, timeout: Duration) {
-    let _ = pipelines.tracer_provider.shutdown_with_timeout(timeout);
-    if let Some(m) = pipelines.meter_provider {
-        let _ = m.shutdown_with_timeout(timeout);
-    }
-    if let Some(l) = pipelines.logger_provider {
-        let _ = l.shutdown_with_timeout(timeout);
-    }
-    if let Some(rt) = pipelines.runtime {
-        rt.shutdown_background();
     }
 }
 

@@ -55,11 +55,10 @@ pub(crate) fn build(config: &Config, resource: &Resource) -> (Pipelines, Vec<Exp
     let mut traces = SdkTracerProvider::builder()
         .with_sampler(sdk_sampler(config.sampler))
         .with_resource(resource.clone());
-    let mut traces_ok = false;
+    // The tracer provider exists even with nothing to export: it mints the ids of log lines.
     if config.exports(Signal::Traces) {
-        (traces, traces_ok) = add_traces(traces, &config.traces, handle, &mut problems);
+        traces = add_traces(traces, &config.traces, handle, &mut problems).0;
     }
-    let _ = traces_ok;
 
     let meter_provider = config.exports(Signal::Metrics).then(|| {
         let builder = SdkMeterProvider::builder().with_resource(resource.clone());
