@@ -13,7 +13,7 @@ use crate::config::{Config, ConfigWarning, Defaults, Signal};
 use crate::error::InitError;
 use crate::export::{self, ExportProblem, Pipelines};
 use crate::logs::{JsonLayer, LogWriter, Stdout, install_panic_hook};
-use crate::telemetry::{DEFAULT_SHUTDOWN_TIMEOUT, Inner, Telemetry};
+use crate::telemetry::{DEFAULT_FLUSH_TIMEOUT, Inner, Telemetry};
 
 type Lookup = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
@@ -65,7 +65,7 @@ pub struct TelemetryBuilder {
     defaults: Defaults,
     writer: Arc<dyn LogWriter>,
     lookup: Lookup,
-    shutdown_timeout: Duration,
+    flush_timeout: Duration,
     panic_hook: bool,
 }
 
@@ -75,7 +75,7 @@ impl Default for TelemetryBuilder {
             defaults: Defaults::default(),
             writer: Arc::new(Stdout),
             lookup: Box::new(crate::config::env_lookup),
-            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            flush_timeout: DEFAULT_FLUSH_TIMEOUT,
             panic_hook: true,
         }
     }
@@ -85,7 +85,7 @@ impl std::fmt::Debug for TelemetryBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TelemetryBuilder")
             .field("defaults", &self.defaults)
-            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("flush_timeout", &self.flush_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -134,9 +134,23 @@ impl TelemetryBuilder {
         self
     }
 
-    /// Total bound for flushing all signals when the guard is dropped. Default is 5 s.
-    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.shutdown_timeout = timeout;
+    /// Total bound for flushing all signals when the guard is dropped or [`Telemetry::flush`] is called. Default is 5 s. (The whole-process shutdown budget is [`shutdown_timeout`](Self::shutdown_timeout).)
+    pub fn flush_timeout(mut self, timeout: Duration) -> Self {
+        self.flush_timeout = timeout;
+        self
+    }
+
+    /// Budget for the whole graceful shutdown run by [`crate::Shutdown`], used when
+    /// `SHUTDOWN_TIMEOUT_MS` is unset. Default 30 s.
+    pub fn shutdown_timeout(mut self, budget: Duration) -> Self {
+        self.defaults.shutdown_timeout = Some(budget);
+        self
+    }
+
+    /// Pause between the shutdown signal and the first step, used when
+    /// `SHUTDOWN_DRAIN_DELAY_MS` is unset. Default none.
+    pub fn shutdown_drain_delay(mut self, delay: Duration) -> Self {
+        self.defaults.shutdown_drain_delay = Some(delay);
         self
     }
 
@@ -162,7 +176,7 @@ impl TelemetryBuilder {
         let parts = self.assemble();
         if tracing::dispatcher::set_global_default(parts.dispatch.clone()).is_err() {
             // The same bounded, parallel shutdown as any guard's, so this cannot hang either.
-            let _ = self.guard(parts).shutdown(self.shutdown_timeout);
+            let _ = self.guard(parts).shutdown(self.flush_timeout);
             return Err(InitError::SubscriberAlreadySet);
         }
         // Route `log` records into the same pipeline; an existing `log` logger is kept.
@@ -217,7 +231,7 @@ impl TelemetryBuilder {
             logger_provider: parts.pipelines.logger_provider,
             runtime: Mutex::new(parts.pipelines.runtime),
             writer: self.writer.clone(),
-            shutdown_timeout: self.shutdown_timeout,
+            flush_timeout: self.flush_timeout,
             shut_down: AtomicBool::new(false),
             logs_open: parts.logs_open,
         })
@@ -228,13 +242,13 @@ impl TelemetryBuilder {
     /// still starts.
     pub fn init(self) -> Telemetry {
         let writer = self.writer.clone();
-        let shutdown_timeout = self.shutdown_timeout;
+        let flush_timeout = self.flush_timeout;
         self.try_init().unwrap_or_else(|e| {
             eprintln!("service-telemetry: {e}");
             TelemetryBuilder {
                 lookup: Box::new(|_| None),
                 writer,
-                shutdown_timeout,
+                flush_timeout,
                 ..TelemetryBuilder::default()
             }
             .guard_without_export()
@@ -250,7 +264,7 @@ impl TelemetryBuilder {
             logger_provider: None,
             runtime: Mutex::new(None),
             writer: self.writer.clone(),
-            shutdown_timeout: self.shutdown_timeout,
+            flush_timeout: self.flush_timeout,
             shut_down: AtomicBool::new(false),
             logs_open: Arc::new(AtomicBool::new(false)),
         })
@@ -358,14 +372,7 @@ pub(crate) fn report(
     log_bridge: bool,
 ) {
     for w in warnings {
-        tracing::warn!(
-            target: "service_telemetry::config",
-            variable = %w.variable,
-            value = %w.value,
-            reason = %w.reason,
-            used_instead = %w.used_instead,
-            "invalid configuration: {w}"
-        );
+        warn_config(w);
     }
     for p in problems {
         tracing::warn!(
@@ -414,6 +421,20 @@ pub(crate) fn report(
         propagators = ?config.propagators,
         log_filter = %config.log_filter,
         log_bridge,
+        shutdown_timeout_ms = config.shutdown.timeout.as_millis() as u64,
+        shutdown_drain_delay_ms = config.shutdown.drain_delay.as_millis() as u64,
         "telemetry initialised"
+    );
+}
+
+/// One structured warning for a value that could not be used.
+pub(crate) fn warn_config(w: &ConfigWarning) {
+    tracing::warn!(
+        target: "service_telemetry::config",
+        variable = %w.variable,
+        value = %w.value,
+        reason = %w.reason,
+        used_instead = %w.used_instead,
+        "invalid configuration: {w}"
     );
 }

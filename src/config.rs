@@ -26,6 +26,10 @@ pub struct Defaults {
     pub export_enabled: bool,
     /// Log filter used when neither `LOG_LEVEL` nor `RUST_LOG` is set.
     pub log_level: Option<String>,
+    /// Shutdown budget used when `SHUTDOWN_TIMEOUT_MS` is unset (else 30 s).
+    pub shutdown_timeout: Option<Duration>,
+    /// Drain delay used when `SHUTDOWN_DRAIN_DELAY_MS` is unset (else none).
+    pub shutdown_drain_delay: Option<Duration>,
 }
 
 /// The effective configuration after reading the environment.
@@ -52,6 +56,67 @@ pub struct Config {
     pub propagators: Vec<Propagator>,
     /// Filter directives for the service's own logs (`tracing-subscriber` `EnvFilter` syntax).
     pub log_filter: String,
+    /// The graceful-shutdown budget and drain delay.
+    pub shutdown: ShutdownConfig,
+}
+
+/// Timing of the graceful shutdown run by [`crate::Shutdown`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownConfig {
+    /// Whole budget from the signal to the exit, drain delay and telemetry flush included
+    /// (`SHUTDOWN_TIMEOUT_MS`, default 30 s, the default grace period of Kubernetes and ECS).
+    pub timeout: Duration,
+    /// Pause between the signal and the first step, while the health endpoint already
+    /// reports `shutting_down`, so load balancers stop routing (`SHUTDOWN_DRAIN_DELAY_MS`,
+    /// default 0).
+    pub drain_delay: Duration,
+}
+
+/// Default shutdown budget: the default grace period of Kubernetes and ECS.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest accepted shutdown budget or drain delay.
+const MAX_SHUTDOWN: Duration = Duration::from_secs(24 * 60 * 60);
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            drain_delay: Duration::ZERO,
+        }
+    }
+}
+
+impl ShutdownConfig {
+    /// A budget and a drain delay given in code, used as they are. A drain delay that would
+    /// leave no time for the steps is capped at half the budget.
+    pub fn new(timeout: Duration, drain_delay: Duration) -> Self {
+        let timeout = timeout.clamp(Duration::from_millis(1), MAX_SHUTDOWN);
+        ShutdownConfig {
+            timeout,
+            drain_delay: if drain_delay >= timeout {
+                timeout / 2
+            } else {
+                drain_delay
+            },
+        }
+    }
+
+    /// Reads `SHUTDOWN_TIMEOUT_MS` and `SHUTDOWN_DRAIN_DELAY_MS` through `lookup`, with the
+    /// warnings for values that could not be used.
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> (ShutdownConfig, Vec<ConfigWarning>) {
+        let mut env = parse::Env::new(&lookup);
+        let config = parse::resolve_shutdown(&mut env, &Defaults::default());
+        (config, env.into_warnings())
+    }
+
+    /// [`from_lookup`](Self::from_lookup) over the process environment.
+    pub fn from_env() -> (ShutdownConfig, Vec<ConfigWarning>) {
+        Self::from_lookup(env_lookup)
+    }
 }
 
 /// The three OpenTelemetry signals.

@@ -9,13 +9,15 @@ mod export;
 mod logs;
 mod propagation;
 mod resource;
+pub mod shutdown;
 mod telemetry;
 
 pub use builder::{ScopedTelemetry, TelemetryBuilder};
-pub use config::{Config, ConfigWarning, Signal};
+pub use config::{Config, ConfigWarning, ShutdownConfig, Signal};
 pub use error::{FlushError, InitError};
 pub use logs::{LogWriter, MemoryWriter, Stdout};
-pub use telemetry::{DEFAULT_SHUTDOWN_TIMEOUT, Telemetry};
+pub use shutdown::{Shutdown, ShutdownHandle};
+pub use telemetry::{DEFAULT_FLUSH_TIMEOUT, Telemetry};
 
 pub use opentelemetry;
 pub use opentelemetry_sdk;

@@ -16,11 +16,11 @@ use crate::error::FlushError;
 use crate::logs::LogWriter;
 
 /// Default bound for flushing everything when the guard is dropped.
-pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Installed telemetry. Keep it alive for the life of the service; dropping it flushes and
 /// shuts down all three signals within one total bound (default 5 s, see
-/// [`TelemetryBuilder::shutdown_timeout`]).
+/// [`TelemetryBuilder::flush_timeout`]).
 #[must_use = "dropping the guard shuts telemetry down at once; bind it: `let _telemetry = ...`"]
 pub struct Telemetry {
     inner: Arc<Inner>,
@@ -33,7 +33,7 @@ pub(crate) struct Inner {
     pub(crate) logger_provider: Option<SdkLoggerProvider>,
     pub(crate) runtime: Mutex<Option<Runtime>>,
     pub(crate) writer: Arc<dyn LogWriter>,
-    pub(crate) shutdown_timeout: Duration,
+    pub(crate) flush_timeout: Duration,
     pub(crate) shut_down: AtomicBool,
     /// Cleared before the logger provider shuts down, so no record reaches a closed provider.
     pub(crate) logs_open: Arc<AtomicBool>,
@@ -49,7 +49,7 @@ impl std::fmt::Debug for Telemetry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Telemetry")
             .field("config", &self.inner.config)
-            .field("shutdown_timeout", &self.inner.shutdown_timeout)
+            .field("flush_timeout", &self.inner.flush_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -78,9 +78,14 @@ impl Telemetry {
     pub fn flush(&self) -> Result<(), FlushError> {
         let result = self
             .inner
-            .run_bounded(Op::Flush, self.inner.shutdown_timeout);
+            .run_bounded(Op::Flush, self.inner.flush_timeout);
         self.inner.writer.flush();
         result
+    }
+
+    /// Writes out whatever the log writer buffers, without touching the exporters.
+    pub(crate) fn flush_log_writer(&self) {
+        self.inner.writer.flush();
     }
 
     /// Flushes and shuts down every signal within `timeout` in total. Idempotent: later calls
@@ -92,7 +97,7 @@ impl Telemetry {
 
 impl Drop for Telemetry {
     fn drop(&mut self) {
-        if let Err(e) = self.inner.shutdown(self.inner.shutdown_timeout) {
+        if let Err(e) = self.inner.shutdown(self.inner.flush_timeout) {
             tracing::warn!(target: "service_telemetry", error = %e, "telemetry shutdown incomplete");
             self.inner.writer.flush();
         }

@@ -5,8 +5,9 @@ use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
 use super::{
-    Compression, Config, ConfigWarning, DEFAULT_EXPORT_TIMEOUT, Defaults, Headers, NO_LIMIT,
-    Propagator, Protocol, Sampler, Signal, SignalConfig,
+    Compression, Config, ConfigWarning, DEFAULT_EXPORT_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, Defaults,
+    Headers, MAX_SHUTDOWN, NO_LIMIT, Propagator, Protocol, Sampler, ShutdownConfig, Signal,
+    SignalConfig,
 };
 
 /// Longest value quoted back in a warning; the rest is elided so a huge variable cannot flood
@@ -130,6 +131,7 @@ pub(super) fn resolve(env: &mut Env<'_>, defaults: &Defaults) -> Config {
         sampler: resolve_sampler(env),
         propagators: resolve_propagators(env),
         log_filter: resolve_log_filter(env, defaults, dev),
+        shutdown: resolve_shutdown(env, defaults),
     }
 }
 
@@ -679,4 +681,61 @@ fn normalize_filter(raw: &str) -> Result<String, String> {
         .parse(raw)
         .map(|_| raw.to_owned())
         .map_err(|e| format!("not a level or filter directive ({e})"))
+}
+
+/// Precedence for each: the variable, the code default, the built-in default. The drain delay
+/// must leave the steps some of the budget, so one at least as long as the budget is rejected.
+pub(super) fn resolve_shutdown(env: &mut Env<'_>, defaults: &Defaults) -> ShutdownConfig {
+    let code_timeout = defaults
+        .shutdown_timeout
+        .map(|t| t.clamp(Duration::from_millis(1), MAX_SHUTDOWN));
+    let fallback_timeout = code_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
+    let timeout = env
+        .first(
+            &["SHUTDOWN_TIMEOUT_MS"],
+            &|_| format!("{} ms", fallback_timeout.as_millis()),
+            |raw| match parse_shutdown_millis(raw)? {
+                Duration::ZERO => Err("a shutdown budget of 0 would exit before any step runs \
+                                       (expected a positive number of milliseconds)"
+                    .into()),
+                t => Ok(t),
+            },
+        )
+        .map_or(fallback_timeout, |(t, _)| t);
+
+    let code_delay = defaults.shutdown_drain_delay.filter(|d| *d < timeout);
+    let fallback_delay = code_delay.unwrap_or(Duration::ZERO);
+    let drain_delay = env
+        .first(
+            &["SHUTDOWN_DRAIN_DELAY_MS"],
+            &|_| format!("{} ms", fallback_delay.as_millis()),
+            |raw| {
+                let delay = parse_shutdown_millis(raw)?;
+                if delay >= timeout {
+                    return Err(format!(
+                        "not shorter than the shutdown budget ({} ms), which it counts against",
+                        timeout.as_millis()
+                    ));
+                }
+                Ok(delay)
+            },
+        )
+        .map_or(fallback_delay, |(d, _)| d);
+    ShutdownConfig {
+        timeout,
+        drain_delay,
+    }
+}
+
+fn parse_shutdown_millis(raw: &str) -> Result<Duration, String> {
+    match raw.parse::<u64>() {
+        Ok(ms) if Duration::from_millis(ms) > MAX_SHUTDOWN => {
+            Err("longer than a day (expected milliseconds, e.g. 30000)".into())
+        }
+        Ok(ms) => Ok(Duration::from_millis(ms)),
+        Err(_) if raw.starts_with('-') && raw[1..].bytes().all(|b| b.is_ascii_digit()) => {
+            Err("negative duration".into())
+        }
+        Err(_) => Err("not a whole number of milliseconds".into()),
+    }
 }

@@ -133,7 +133,7 @@ fn probe_body() {
         .map_or(Duration::from_secs(10), Duration::from_millis);
     let telemetry = Telemetry::builder()
         .service_name("probe-default")
-        .shutdown_timeout(timeout)
+        .flush_timeout(timeout)
         .try_init()
         .expect("first init in this process");
     let counter = global::meter("probe")
