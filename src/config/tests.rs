@@ -2345,3 +2345,85 @@ fn invalid_generic_variable_warns_once() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Shutdown timings
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn shutdown_defaults_to_the_orchestrators_grace_period() {
+    let (config, warnings) = resolve(&[]);
+    assert_eq!(config.shutdown.timeout, Duration::from_secs(30));
+    assert_eq!(config.shutdown.drain_delay, Duration::ZERO);
+    assert!(warnings.is_empty());
+}
+
+#[test]
+fn shutdown_env_overrides_code_defaults() {
+    let defaults = Defaults {
+        shutdown_timeout: Some(Duration::from_secs(20)),
+        shutdown_drain_delay: Some(Duration::from_secs(2)),
+        ..Defaults::default()
+    };
+    let (config, _) = resolve_with(&defaults, &[]);
+    assert_eq!(config.shutdown.timeout, Duration::from_secs(20));
+    assert_eq!(config.shutdown.drain_delay, Duration::from_secs(2));
+    let (config, warnings) = resolve_with(
+        &defaults,
+        &[
+            ("SHUTDOWN_TIMEOUT_MS", " 45000 "),
+            ("SHUTDOWN_DRAIN_DELAY_MS", "5000"),
+        ],
+    );
+    assert_eq!(config.shutdown.timeout, Duration::from_secs(45));
+    assert_eq!(config.shutdown.drain_delay, Duration::from_secs(5));
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
+
+#[test]
+fn invalid_shutdown_values_warn_and_fall_back() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        ("SHUTDOWN_TIMEOUT_MS", "30s", "not a whole number", "30000 ms"),
+        ("SHUTDOWN_TIMEOUT_MS", "-5", "negative", "30000 ms"),
+        ("SHUTDOWN_TIMEOUT_MS", "0", "exit before any step", "30000 ms"),
+        ("SHUTDOWN_TIMEOUT_MS", "99999999999999999999", "not a whole number", "30000 ms"),
+        ("SHUTDOWN_TIMEOUT_MS", "86400001", "longer than a day", "30000 ms"),
+        ("SHUTDOWN_DRAIN_DELAY_MS", "1.5", "not a whole number", "0 ms"),
+        ("SHUTDOWN_DRAIN_DELAY_MS", "30000", "not shorter than the shutdown budget", "0 ms"),
+    ];
+    for (variable, value, reason, used) in cases {
+        let (config, warnings) = resolve(&[(variable, value)]);
+        let w = only_warning_about(&warnings, variable, value);
+        assert_eq!(w.value, *value);
+        assert!(w.reason.contains(reason), "{variable}={value}: {}", w.reason);
+        assert_eq!(w.used_instead, *used, "{variable}={value}");
+        assert_eq!(config.shutdown.timeout, Duration::from_secs(30));
+        assert_eq!(config.shutdown.drain_delay, Duration::ZERO);
+    }
+}
+
+#[test]
+fn drain_delay_is_checked_against_the_effective_budget() {
+    let (config, warnings) = resolve(&[
+        ("SHUTDOWN_TIMEOUT_MS", "2000"),
+        ("SHUTDOWN_DRAIN_DELAY_MS", "2500"),
+    ]);
+    assert_eq!(config.shutdown.timeout, Duration::from_secs(2));
+    assert_eq!(config.shutdown.drain_delay, Duration::ZERO);
+    let w = only_warning_about(&warnings, "SHUTDOWN_DRAIN_DELAY_MS", "drain 2500");
+    assert!(w.reason.contains("2000 ms"), "{}", w.reason);
+}
+
+#[test]
+fn shutdown_config_from_lookup_is_the_same_resolver() {
+    let (config, warnings) = ShutdownConfig::from_lookup(env(&[
+        ("SHUTDOWN_TIMEOUT_MS", "1000"),
+        ("SHUTDOWN_DRAIN_DELAY_MS", "nope"),
+    ]));
+    assert_eq!(config.timeout, Duration::from_secs(1));
+    assert_eq!(config.drain_delay, Duration::ZERO);
+    assert_eq!(warnings.len(), 1);
+    let capped = ShutdownConfig::new(Duration::ZERO, Duration::from_secs(9));
+    assert_eq!(capped.timeout, Duration::from_millis(1));
+    assert!(capped.drain_delay < capped.timeout);
+}

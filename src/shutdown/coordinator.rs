@@ -62,6 +62,7 @@ enum Phase {
 struct Trigger {
     cause: String,
     at: Instant,
+    exit_code: i32,
 }
 
 struct Current {
@@ -129,15 +130,16 @@ impl Shared {
     }
 
     pub(super) fn on_signal(self: &Arc<Self>, signal: ShutdownSignal) {
-        self.start(signal.as_str().to_owned(), Some(signal));
+        self.start(signal.as_str().to_owned(), Some(signal), 0);
     }
 
-    pub(super) fn trigger(self: &Arc<Self>, reason: String) {
-        self.start(reason, None);
+    /// A programmatic trigger; `exit_code` is what a sequence that completes exits with.
+    pub(super) fn trigger(self: &Arc<Self>, reason: String, exit_code: i32) {
+        self.start(reason, None, exit_code);
     }
 
     /// The signal path: health first, then the watchdog, then wake `run`.
-    fn start(self: &Arc<Self>, cause: String, signal: Option<ShutdownSignal>) {
+    fn start(self: &Arc<Self>, cause: String, signal: Option<ShutdownSignal>, exit_code: i32) {
         self.health.set_shutting_down();
         let mut state = self.lock();
         if state.trigger.is_some() {
@@ -162,6 +164,7 @@ impl Shared {
         state.trigger = Some(Trigger {
             cause: cause.clone(),
             at,
+            exit_code,
         });
         let steps = state.step_names.join(", ");
         drop(state);
@@ -188,11 +191,12 @@ impl Shared {
         self.triggered.cancel();
     }
 
-    pub(super) fn trigger_cause(&self) -> (String, Instant) {
+    /// What triggered the shutdown, when, and the exit code if the sequence completes.
+    pub(super) fn trigger_cause(&self) -> (String, Instant, i32) {
         let state = self.lock();
         match &state.trigger {
-            Some(t) => (t.cause.clone(), t.at),
-            None => (String::from("unknown"), Instant::now()),
+            Some(t) => (t.cause.clone(), t.at, t.exit_code),
+            None => (String::from("unknown"), Instant::now(), 0),
         }
     }
 

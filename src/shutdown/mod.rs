@@ -200,10 +200,17 @@ pub struct ShutdownHandle {
 }
 
 impl ShutdownHandle {
-    /// Starts the shutdown as a signal would, e.g. on a fatal error in a subsystem. Later
-    /// calls, and calls during a shutdown, do nothing.
+    /// Starts the shutdown as a signal would, for a planned stop; a sequence that completes
+    /// exits with code 0. Later calls, and calls during a shutdown, do nothing.
     pub fn trigger(&self, reason: impl Into<String>) {
-        self.shared.trigger(reason.into());
+        self.shared.trigger(reason.into(), 0);
+    }
+
+    /// Starts the shutdown because something failed (a subsystem died, the port is taken):
+    /// the same sequence, but the process exits with code 1 so the orchestrator sees a
+    /// failure. Later calls, and calls during a shutdown, do nothing.
+    pub fn fail(&self, reason: impl Into<String>) {
+        self.shared.trigger(reason.into(), 1);
     }
 
     /// Whether shutdown has been triggered.
@@ -280,7 +287,7 @@ impl Shutdown {
     /// the step waits for `serve` to return (in-flight requests drained).
     ///
     /// If the task ends before shutdown (an error, a panic, or returning early), shutdown is
-    /// triggered with that reason. Called outside a Tokio runtime, nothing is spawned and the
+    /// started with that reason through [`ShutdownHandle::fail`] (exit code 1). Called outside a Tokio runtime, nothing is spawned and the
     /// step reports the mistake.
     ///
     /// ```no_run
@@ -330,7 +337,7 @@ impl Shutdown {
                     service = %service,
                     "service \"{service}\" stopped before shutdown ({why}); shutting down"
                 );
-                handle.trigger(format!("service \"{service}\" {why}"));
+                handle.fail(format!("service \"{service}\" {why}"));
             }
             result
         });
@@ -350,14 +357,14 @@ impl Shutdown {
 
     /// Waits for the trigger, runs the sequence and exits: with code 0 once every step has
     /// ended (a failed step is reported, not fatal), with 1 if the watchdog or a second signal
-    /// ends it. Never relies on dropping the runtime to end the process.
+    /// ends it or if it was started by [`ShutdownHandle::fail`]. Never relies on dropping the runtime to end the process.
     ///
     /// With the default exit function this never returns. With one given to
     /// [`ShutdownBuilder::exit_with`] that returns, the report is returned after it is called.
     pub async fn run(self) -> ShutdownReport {
         let Shutdown { shared, steps } = self;
         shared.triggered.cancelled().await;
-        let (cause, at) = shared.trigger_cause();
+        let (cause, at, exit_code) = shared.trigger_cause();
         let drain = shared.settings.drain_delay;
         if !drain.is_zero() {
             tracing::info!(
@@ -391,7 +398,7 @@ impl Shutdown {
             trigger: cause,
             steps,
             elapsed: at.elapsed(),
-            exit_code: 0,
+            exit_code,
         };
         coordinator::log_report(&report);
         if let Some(telemetry) = &shared.telemetry {

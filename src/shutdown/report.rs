@@ -72,7 +72,7 @@ pub struct ShutdownReport {
     /// From the trigger to the end of the last step.
     pub elapsed: Duration,
     /// 0 when every step ended (even with an error); 1 when the watchdog or a second signal
-    /// ended the process.
+    /// ended the process, or when shutdown was started by [`crate::ShutdownHandle::fail`].
     pub exit_code: i32,
 }
 

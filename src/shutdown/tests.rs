@@ -311,6 +311,23 @@ fn programmatic_trigger_runs_the_same_sequence() {
 }
 
 #[test]
+fn fail_runs_the_sequence_and_exits_1() {
+    let Harness {
+        mut shutdown,
+        signals: _signals,
+        exits,
+    } = harness(5_000, 0);
+    let (log, push) = recorder();
+    shutdown.add_step("cleanup", move || async move { push("cleanup") });
+    shutdown.handle().fail("pub/sub connection lost");
+    let report = bare_runtime().block_on(shutdown.run());
+    assert_eq!(*log.lock().unwrap(), ["cleanup"]);
+    assert_eq!(report.trigger, "pub/sub connection lost");
+    assert_eq!(report.exit_code, 1);
+    assert_eq!(exits.try_recv(), Ok(1));
+}
+
+#[test]
 fn a_service_is_stopped_by_its_step_and_drains_first() {
     let Harness {
         mut shutdown,
@@ -354,7 +371,8 @@ fn a_service_that_fails_early_triggers_shutdown_with_its_error() {
         report.steps[0].outcome,
         StepOutcome::Failed("address in use".into())
     );
-    assert_eq!(exits.try_recv(), Ok(0));
+    assert_eq!(report.exit_code, 1, "a dead service is a failure");
+    assert_eq!(exits.try_recv(), Ok(1));
 }
 
 #[test]

@@ -1,0 +1,152 @@
+//! A small HTTP service under the shutdown coordinator.
+//!
+//! Run with `cargo run --example service`, then press Ctrl-C (or `kill -TERM <pid>`): the logs
+//! show the whole sequence, from `shutdown started` through each step to `shutdown complete`.
+//!
+//! - `GET /health`: `{"status":"ok"}` (200), then `{"status":"shutting_down"}` (503) from the
+//!   moment the signal arrives.
+//! - `GET /work?ms=N`: traced work for N ms inside the request; a request in flight when the
+//!   signal arrives completes, because the server drains before it closes.
+//! - `GET /jobs?ms=N`: queues a background job of N ms; stopping the scheduler waits for the
+//!   running job, while the server keeps answering (health already 503).
+//!
+//! `PORT` (default 8080; 0 picks a free port) sets the port; the `listening` line gives the
+//! address. `SHUTDOWN_TIMEOUT_MS` and `SHUTDOWN_DRAIN_DELAY_MS` set the budget and drain delay.
+
+use std::time::Duration;
+
+use axum::extract::Query;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use service_telemetry::Shutdown;
+use service_telemetry::shutdown::{Health, Step};
+use tokio::sync::mpsc;
+use tracing::{Instrument, info, info_span, warn};
+
+const DEFAULT_PORT: u16 = 8080;
+
+#[derive(Deserialize)]
+struct Work {
+    #[serde(default)]
+    ms: u64,
+}
+
+#[tokio::main]
+async fn main() {
+    let telemetry = service_telemetry::Telemetry::builder()
+        .service_name("example-service")
+        .service_version(env!("CARGO_PKG_VERSION"))
+        .init();
+    let mut shutdown = Shutdown::new(telemetry);
+    let health = shutdown.health();
+
+    let listener = match tokio::net::TcpListener::bind(("0.0.0.0", port())).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            // Through the coordinator, so the error is flushed like any other line.
+            shutdown.handle().fail(format!("cannot listen: {e}"));
+            shutdown.run().await;
+            return;
+        }
+    };
+    if let Ok(address) = listener.local_addr() {
+        info!(address = %address, "listening");
+    }
+
+    // Interval timers go first: nothing new should start once shutdown has begun.
+    shutdown.spawn_service("stop heartbeat timer", |stop| async move {
+        let mut ticks = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = ticks.tick() => info!("heartbeat"),
+            }
+        }
+    });
+
+    // The scheduler finishes the job it is running, then stops; queued jobs are dropped.
+    let (jobs, mut queue) = mpsc::channel::<u64>(64);
+    shutdown.spawn_service("stop job scheduler", |stop| async move {
+        loop {
+            let ms = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                Some(ms) = queue.recv() => ms,
+            };
+            async {
+                info!(ms, "job started");
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                info!(ms, "job done");
+            }
+            .instrument(info_span!("job", job.duration_ms = ms))
+            .await;
+        }
+    });
+
+    let app = Router::new()
+        .route("/health", get(move || health_endpoint(health.clone())))
+        .route("/work", get(work))
+        .route(
+            "/jobs",
+            get(move |Query(job): Query<Work>| {
+                let jobs = jobs.clone();
+                async move {
+                    match jobs.try_send(job.ms) {
+                        Ok(()) => (axum::http::StatusCode::ACCEPTED, "queued"),
+                        Err(_) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "queue full"),
+                    }
+                }
+            }),
+        );
+    // Stops accepting when its turn comes, then waits for the requests in flight.
+    shutdown.spawn_service("drain http server", |stop| {
+        axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned())
+    });
+
+    shutdown.add(
+        Step::new("flush feature flags", || async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok::<_, std::io::Error>(())
+        })
+        .timeout(Duration::from_secs(2)),
+    );
+    shutdown.add(
+        Step::blocking("close database pool", || {
+            std::thread::sleep(Duration::from_millis(10));
+        })
+        .timeout(Duration::from_secs(5)),
+    );
+
+    // Telemetry is flushed after the last step; then the process exits.
+    shutdown.run().await;
+}
+
+fn port() -> u16 {
+    match std::env::var("PORT") {
+        Err(_) => DEFAULT_PORT,
+        Ok(raw) => raw.trim().parse().unwrap_or_else(|_| {
+            warn!(variable = "PORT", value = %raw, used_instead = DEFAULT_PORT, "invalid PORT");
+            DEFAULT_PORT
+        }),
+    }
+}
+
+async fn health_endpoint(health: Health) -> impl IntoResponse {
+    let (status, body) = health.response();
+    (status, [(CONTENT_TYPE, "application/json")], body)
+}
+
+async fn work(Query(work): Query<Work>) -> Json<serde_json::Value> {
+    let span = info_span!("work", work.duration_ms = work.ms);
+    async {
+        info!(ms = work.ms, "work started");
+        tokio::time::sleep(Duration::from_millis(work.ms)).await;
+        info!(ms = work.ms, "work done");
+        Json(serde_json::json!({ "worked_ms": work.ms }))
+    }
+    .instrument(span)
+    .await
+}
