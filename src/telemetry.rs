@@ -76,9 +76,7 @@ impl Telemetry {
     /// Safe to call from any thread and from inside an async runtime of any flavour: the SDK
     /// calls run on threads of their own, so a hung collector costs at most the bound.
     pub fn flush(&self) -> Result<(), FlushError> {
-        let result = self
-            .inner
-            .run_bounded(Op::Flush, self.inner.flush_timeout);
+        let result = self.inner.run_bounded(Op::Flush, self.inner.flush_timeout);
         self.inner.writer.flush();
         result
     }

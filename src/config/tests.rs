@@ -2383,19 +2383,53 @@ fn shutdown_env_overrides_code_defaults() {
 #[test]
 fn invalid_shutdown_values_warn_and_fall_back() {
     let cases: &[(&str, &str, &str, &str)] = &[
-        ("SHUTDOWN_TIMEOUT_MS", "30s", "not a whole number", "30000 ms"),
+        (
+            "SHUTDOWN_TIMEOUT_MS",
+            "30s",
+            "not a whole number",
+            "30000 ms",
+        ),
         ("SHUTDOWN_TIMEOUT_MS", "-5", "negative", "30000 ms"),
-        ("SHUTDOWN_TIMEOUT_MS", "0", "exit before any step", "30000 ms"),
-        ("SHUTDOWN_TIMEOUT_MS", "99999999999999999999", "not a whole number", "30000 ms"),
-        ("SHUTDOWN_TIMEOUT_MS", "86400001", "longer than a day", "30000 ms"),
-        ("SHUTDOWN_DRAIN_DELAY_MS", "1.5", "not a whole number", "0 ms"),
-        ("SHUTDOWN_DRAIN_DELAY_MS", "30000", "not shorter than the shutdown budget", "0 ms"),
+        (
+            "SHUTDOWN_TIMEOUT_MS",
+            "0",
+            "exit before any step",
+            "30000 ms",
+        ),
+        (
+            "SHUTDOWN_TIMEOUT_MS",
+            "99999999999999999999",
+            "not a whole number",
+            "30000 ms",
+        ),
+        (
+            "SHUTDOWN_TIMEOUT_MS",
+            "86400001",
+            "longer than a day",
+            "30000 ms",
+        ),
+        (
+            "SHUTDOWN_DRAIN_DELAY_MS",
+            "1.5",
+            "not a whole number",
+            "0 ms",
+        ),
+        (
+            "SHUTDOWN_DRAIN_DELAY_MS",
+            "30000",
+            "not shorter than the shutdown budget",
+            "0 ms",
+        ),
     ];
     for (variable, value, reason, used) in cases {
         let (config, warnings) = resolve(&[(variable, value)]);
         let w = only_warning_about(&warnings, variable, value);
         assert_eq!(w.value, *value);
-        assert!(w.reason.contains(reason), "{variable}={value}: {}", w.reason);
+        assert!(
+            w.reason.contains(reason),
+            "{variable}={value}: {}",
+            w.reason
+        );
         assert_eq!(w.used_instead, *used, "{variable}={value}");
         assert_eq!(config.shutdown.timeout, Duration::from_secs(30));
         assert_eq!(config.shutdown.drain_delay, Duration::ZERO);

@@ -312,7 +312,9 @@ impl Shutdown {
                 service = %name,
                 "spawn_service called outside a Tokio runtime: service \"{name}\" was not started"
             );
-            let message = format!("never started: spawn_service for \"{name}\" was called outside a Tokio runtime");
+            let message = format!(
+                "never started: spawn_service for \"{name}\" was called outside a Tokio runtime"
+            );
             return self.add(Step::from_future(name, move || {
                 Box::pin(async move { Err(Failure::Error(message)) }) as StepFuture
             }));

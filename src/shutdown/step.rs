@@ -65,10 +65,7 @@ impl fmt::Debug for Step {
         f.debug_struct("Step")
             .field("name", &self.name)
             .field("timeout", &self.timeout)
-            .field(
-                "blocking",
-                &matches!(self.body, Body::Blocking(_)),
-            )
+            .field("blocking", &matches!(self.body, Body::Blocking(_)))
             .finish()
     }
 }
@@ -105,7 +102,10 @@ impl Step {
         }
     }
 
-    pub(super) fn from_future(name: String, make: impl FnOnce() -> StepFuture + Send + 'static) -> Self {
+    pub(super) fn from_future(
+        name: String,
+        make: impl FnOnce() -> StepFuture + Send + 'static,
+    ) -> Self {
         Step {
             name,
             timeout: None,
@@ -157,7 +157,9 @@ impl Step {
                     Some(Ok(Ok(Ok(())))) => StepOutcome::Completed,
                     Some(Ok(Ok(Err(e)))) => StepOutcome::Failed(bounded_message(&e)),
                     Some(Ok(Err(payload))) => StepOutcome::Panicked(panic_message(payload)),
-                    Some(Err(_)) => StepOutcome::Panicked("its thread ended without a result".into()),
+                    Some(Err(_)) => {
+                        StepOutcome::Panicked("its thread ended without a result".into())
+                    }
                 }
             }
         }

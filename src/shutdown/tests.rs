@@ -74,7 +74,12 @@ fn steps_run_in_registration_order_and_the_report_lists_each() {
     assert_eq!(report.exit_code, 0);
     let names: Vec<_> = report.steps.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["first", "second", "third"]);
-    assert!(report.steps.iter().all(|s| s.outcome == StepOutcome::Completed));
+    assert!(
+        report
+            .steps
+            .iter()
+            .all(|s| s.outcome == StepOutcome::Completed)
+    );
     assert_eq!(exits.try_recv(), Ok(0));
     assert!(exits.try_recv().is_err(), "exit called once");
 }
@@ -95,13 +100,17 @@ fn errors_and_panics_are_isolated_with_their_messages() {
             panic!("step exploded");
         }
     });
-    shutdown.add_step("panics while building its future", || -> std::future::Ready<()> {
-        panic!("before the first poll")
-    });
-    shutdown.add(Step::blocking("blocking panics", || -> Result<(), String> {
-        panic!("blocking {}", "boom")
+    shutdown.add_step(
+        "panics while building its future",
+        || -> std::future::Ready<()> { panic!("before the first poll") },
+    );
+    shutdown.add(Step::blocking(
+        "blocking panics",
+        || -> Result<(), String> { panic!("blocking {}", "boom") },
+    ));
+    shutdown.add(Step::blocking("blocking fails", || {
+        Err::<(), _>("pool busy")
     }));
-    shutdown.add(Step::blocking("blocking fails", || Err::<(), _>("pool busy")));
     let after = push.clone();
     shutdown.add_step("after", move || async move { after("after") });
     signals.send(ShutdownSignal::Interrupt);
@@ -180,7 +189,10 @@ fn health_flips_in_the_signal_path_and_the_token_after_the_drain_delay() {
     // No runtime has polled anything yet: the flip happened inside `send`.
     assert_eq!(health.status(), HealthStatus::ShuttingDown);
     assert!(handle.is_triggered());
-    assert!(!token.is_cancelled(), "servers keep serving during the drain delay");
+    assert!(
+        !token.is_cancelled(),
+        "servers keep serving during the drain delay"
+    );
     let report = bare_runtime().block_on(shutdown.run());
     assert!(sent.elapsed() >= Duration::from_millis(300));
     assert!(token.is_cancelled());
@@ -197,7 +209,9 @@ fn watchdog_exits_1_when_a_step_blocks_the_only_worker() {
     } = harness_with(600, 0, |b| b.telemetry_reserve(Duration::from_millis(200)));
     shutdown.add_step("ok", || async {});
     // Blocks the current-thread runtime's only thread: no async timer could fire.
-    shutdown.add_step("stuck", || async { std::thread::sleep(Duration::from_secs(60)) });
+    shutdown.add_step("stuck", || async {
+        std::thread::sleep(Duration::from_secs(60))
+    });
     shutdown.add_step("never", || async {});
     let handle = shutdown.handle();
     std::thread::spawn(move || bare_runtime().block_on(shutdown.run()));
@@ -210,7 +224,10 @@ fn watchdog_exits_1_when_a_step_blocks_the_only_worker() {
     assert_eq!(code, 1);
     // Steps get the budget minus the reserve (400 ms); the exit comes before the budget ends.
     assert!(elapsed >= Duration::from_millis(380), "{elapsed:?}");
-    assert!(elapsed < Duration::from_millis(600) + Duration::from_secs(1), "{elapsed:?}");
+    assert!(
+        elapsed < Duration::from_millis(600) + Duration::from_secs(1),
+        "{elapsed:?}"
+    );
     assert!(handle.is_triggered());
     signals.send(ShutdownSignal::Terminate);
     assert!(
@@ -403,7 +420,9 @@ fn step_lines_name_the_step_and_keep_the_message() {
         signals,
         exits: _exits,
     } = harness(5_000, 0);
-    shutdown.add_step("flags", || async { Err::<(), _>("flag service unreachable") });
+    shutdown.add_step("flags", || async {
+        Err::<(), _>("flag service unreachable")
+    });
     shutdown.add_step("pool", || async {});
     signals.send(ShutdownSignal::Terminate);
     bare_runtime().block_on(shutdown.run());
@@ -415,7 +434,11 @@ fn step_lines_name_the_step_and_keep_the_message() {
     assert_eq!(failed["outcome"], "failed: flag service unreachable");
     let report = lines
         .iter()
-        .find(|l| l["message"].as_str().is_some_and(|m| m.starts_with("shutdown complete")))
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("shutdown complete"))
+        })
         .expect("report line");
     assert_eq!(report["level"], "info");
     assert_eq!(report["target"], TARGET);
