@@ -56,17 +56,6 @@ async fn main() {
         info!(address = %address, "listening");
     }
 
-    // Interval timers go first: nothing new should start once shutdown has begun.
-    shutdown.spawn_service("stop heartbeat timer", |stop| async move {
-        let mut ticks = tokio::time::interval(Duration::from_secs(30));
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = ticks.tick() => info!("heartbeat"),
-            }
-        }
-    });
-
     // The scheduler finishes the job it is running, then stops; queued jobs are dropped.
     let (jobs, mut queue) = mpsc::channel::<u64>(64);
     shutdown.spawn_service("stop job scheduler", |stop| async move {
@@ -83,6 +72,17 @@ async fn main() {
             }
             .instrument(info_span!("job", job.duration_ms = ms))
             .await;
+        }
+    });
+
+    // Background work stops before the server: nothing new starts once shutdown has begun.
+    shutdown.spawn_service("stop heartbeat timer", |stop| async move {
+        let mut ticks = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = ticks.tick() => info!("heartbeat"),
+            }
         }
     });
 

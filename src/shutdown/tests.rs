@@ -448,3 +448,19 @@ fn step_lines_name_the_step_and_keep_the_message() {
     );
     assert_eq!(report["exit_code"], 0);
 }
+
+#[test]
+fn a_signal_still_ends_the_process_when_run_is_never_awaited() {
+    let Harness {
+        mut shutdown,
+        signals,
+        exits,
+    } = harness_with(300, 0, |b| b.telemetry_reserve(Duration::from_millis(100)));
+    shutdown.add_step("never", || async {});
+    let shared = shutdown.shared.clone();
+    drop(shutdown);
+    signals.send(ShutdownSignal::Terminate);
+    assert_eq!(exits.recv_timeout(Duration::from_secs(10)), Ok(1));
+    let report = shared.partial_report();
+    assert_eq!(report.steps[0].outcome, StepOutcome::NotStarted);
+}
