@@ -85,6 +85,9 @@ struct State {
 
 /// What was running when the watchdog fired or a second signal arrived.
 struct Interrupted {
+    /// The step's name, or what was happening between steps.
+    name: String,
+    /// `step "name"`, or the same description, for messages.
     running: String,
     running_for: Duration,
     completed: Vec<String>,
@@ -344,13 +347,13 @@ impl Shared {
         } else {
             tracing::error!(
                 target: TARGET,
-                hung_step = %interrupted.running,
+                hung_step = %interrupted.name,
                 hung_for_ms = running_ms,
                 budget_ms,
                 completed = %interrupted.completed.join(", "),
                 failed = %interrupted.failed.join(", "),
                 not_started = %interrupted.not_started.join(", "),
-                "shutdown watchdog fired: {} still running after {running_ms} ms, {budget_ms} ms budget exhausted; exiting with code 1",
+                "shutdown watchdog fired: {} still running after {running_ms} ms, the steps' share of the {budget_ms} ms budget is used up; flushing telemetry and exiting with code 1",
                 interrupted.running
             );
         }
@@ -370,7 +373,7 @@ impl Shared {
         tracing::error!(
             target: TARGET,
             signal = signal.as_str(),
-            interrupted_step = %interrupted.running,
+            interrupted_step = %interrupted.name,
             running_for_ms = interrupted.running_for.as_millis() as u64,
             completed = %interrupted.completed.join(", "),
             not_started = %interrupted.not_started.join(", "),
@@ -408,17 +411,19 @@ impl Shared {
 }
 
 fn interrupted(state: &State, now: Instant) -> Interrupted {
-    let (running, running_for) = match (&state.current, state.phase) {
-        (Some(current), _) => (
-            format!(
-                "step \"{}\"",
-                state
-                    .step_names
-                    .get(current.index)
-                    .map_or("?", String::as_str)
-            ),
-            now.saturating_duration_since(current.started),
-        ),
+    let (name, running, running_for) = match (&state.current, state.phase) {
+        (Some(current), _) => {
+            let name = state
+                .step_names
+                .get(current.index)
+                .cloned()
+                .unwrap_or_default();
+            (
+                name.clone(),
+                format!("step \"{name}\""),
+                now.saturating_duration_since(current.started),
+            )
+        }
         (None, phase) => {
             let since = state
                 .trigger
@@ -432,7 +437,7 @@ fn interrupted(state: &State, now: Instant) -> Interrupted {
                 Phase::Steps => "no step (between steps; the runtime made no progress)",
                 Phase::Finishing => "the telemetry flush",
             };
-            (what.to_owned(), since)
+            (what.to_owned(), what.to_owned(), since)
         }
     };
     let completed = state
@@ -450,6 +455,7 @@ fn interrupted(state: &State, now: Instant) -> Interrupted {
     let started = state.finished.len() + usize::from(state.current.is_some());
     let not_started = state.step_names.iter().skip(started).cloned().collect();
     Interrupted {
+        name,
         running,
         running_for,
         completed,

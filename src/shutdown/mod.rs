@@ -369,20 +369,22 @@ impl Shutdown {
         let (cause, at, exit_code) = shared.trigger_cause();
         let drain = shared.settings.drain_delay;
         if !drain.is_zero() {
+            let until = at.checked_add(drain).unwrap_or(at);
+            let drained = shared.begin_drain(until);
             tracing::info!(
                 target: TARGET,
                 drain_delay_ms = drain.as_millis() as u64,
                 "shutdown: health reports shutting_down; waiting {} ms before the first step",
                 drain.as_millis()
             );
-            let until = at.checked_add(drain).unwrap_or(at);
-            let _ = shared.begin_drain(until).await;
+            let _ = drained.await;
         }
         shared.stopping.cancel();
         for (index, step) in steps.into_iter().enumerate() {
             let name = step.name.clone();
-            tracing::info!(target: TARGET, step = %name, "shutdown step \"{name}\" started");
+            // Recorded before it is logged, so whoever reads the line sees the step as running.
             let timed_out = shared.begin_step(index, step.timeout);
+            tracing::info!(target: TARGET, step = %name, "shutdown step \"{name}\" started");
             let started = Instant::now();
             let outcome = step.execute(timed_out).await;
             let report = StepReport {
