@@ -255,6 +255,12 @@ impl TelemetryBuilder {
         })
     }
 
+    /// A guard with export off and nothing installed, for unit tests of what owns one.
+    #[cfg(test)]
+    pub(crate) fn build_without_installing(self) -> Telemetry {
+        self.guard_without_export()
+    }
+
     fn guard_without_export(&self) -> Telemetry {
         let (config, _) = self.config();
         Telemetry::from_inner(Inner {

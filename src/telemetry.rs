@@ -95,6 +95,18 @@ impl Telemetry {
 
 impl Drop for Telemetry {
     fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Telemetry {
+    #[cfg(test)]
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.inner.shut_down.load(Ordering::Acquire)
+    }
+
+    /// What dropping the guard does: shut down within the flush timeout, warn if incomplete.
+    pub(crate) fn close(&self) {
         if let Err(e) = self.inner.shutdown(self.inner.flush_timeout) {
             tracing::warn!(target: "service_telemetry", error = %e, "telemetry shutdown incomplete");
             self.inner.writer.flush();

@@ -65,6 +65,20 @@ const MAX_DEFAULT_RESERVE: Duration = Duration::from_secs(5);
 pub struct Shutdown {
     shared: Arc<Shared>,
     steps: Vec<Step>,
+    /// Set by `run`; a coordinator dropped without running closes its telemetry like a guard.
+    ran: bool,
+}
+
+impl Drop for Shutdown {
+    /// The signal thread keeps the shared state (and so the telemetry) alive for the life of
+    /// the process, so a `main` that returns early without `run` would otherwise never flush.
+    fn drop(&mut self) {
+        if !self.ran && !self.shared.triggered.is_cancelled() {
+            if let Some(telemetry) = &self.shared.telemetry {
+                telemetry.close();
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Shutdown {
@@ -189,6 +203,7 @@ impl ShutdownBuilder {
         Shutdown {
             shared,
             steps: Vec::new(),
+            ran: false,
         }
     }
 }
@@ -363,8 +378,11 @@ impl Shutdown {
     ///
     /// With the default exit function this never returns. With one given to
     /// [`ShutdownBuilder::exit_with`] that returns, the report is returned after it is called.
-    pub async fn run(self) -> ShutdownReport {
-        let Shutdown { shared, steps } = self;
+    pub async fn run(mut self) -> ShutdownReport {
+        self.ran = true;
+        let shared = self.shared.clone();
+        let steps = std::mem::take(&mut self.steps);
+        drop(self);
         shared.triggered.cancelled().await;
         let (cause, at, exit_code) = shared.trigger_cause();
         let drain = shared.settings.drain_delay;

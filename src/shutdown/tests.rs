@@ -464,3 +464,18 @@ fn a_signal_still_ends_the_process_when_run_is_never_awaited() {
     let report = shared.partial_report();
     assert_eq!(report.steps[0].outcome, StepOutcome::NotStarted);
 }
+
+#[test]
+fn dropping_a_coordinator_that_never_ran_closes_its_telemetry_like_a_guard() {
+    let telemetry = crate::Telemetry::builder()
+        .env_lookup(|_| None)
+        .build_without_installing();
+    let shutdown = Shutdown::builder()
+        .telemetry(telemetry)
+        .signals(SignalSource::none())
+        .build();
+    let shared = shutdown.shared.clone();
+    assert!(!shared.telemetry.as_ref().unwrap().is_shut_down());
+    drop(shutdown);
+    assert!(shared.telemetry.as_ref().unwrap().is_shut_down());
+}
