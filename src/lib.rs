@@ -6,8 +6,10 @@ mod builder;
 pub mod config;
 mod error;
 mod export;
+#[cfg(feature = "tower")]
+pub mod instrument;
 mod logs;
-mod propagation;
+pub mod propagation;
 mod resource;
 pub mod shutdown;
 mod telemetry;

@@ -1,6 +1,28 @@
-//! The global context propagator chosen by `OTEL_PROPAGATORS`.
+//! W3C trace context and baggage across process boundaries.
+//!
+//! `init` installs the propagators named by `OTEL_PROPAGATORS` (default `tracecontext,baggage`)
+//! as the global propagator; these helpers use it. The instrumentation layers call them for you;
+//! use them directly for transports the layers do not cover (message queues, custom clients).
+//!
+//! Malformed incoming headers are ignored: extraction then returns a context without a remote
+//! span, and the next span starts a new trace. Nothing here fails or panics.
+//!
+//! ```
+//! use service_telemetry::propagation::{extract_headers, inject_context};
+//! let mut headers = http::HeaderMap::new();
+//! headers.insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap());
+//! let cx = extract_headers(&headers); // the caller's span is the parent
+//! let mut outgoing = http::HeaderMap::new();
+//! inject_context(&cx, &mut outgoing);
+//! # let _ = outgoing;
+//! ```
 
-use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
+use http::HeaderMap;
+use http::header::{HeaderName, HeaderValue};
+use opentelemetry::Context;
+use opentelemetry::propagation::{
+    Extractor, Injector, TextMapCompositePropagator, TextMapPropagator,
+};
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 
 use crate::config::Propagator;
@@ -19,3 +41,120 @@ pub(crate) fn install(propagators: &[Propagator]) {
     // An empty composite injects and extracts nothing, which is what `none` asks for.
     opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(list));
 }
+
+/// Reads `http` headers for the propagators.
+pub struct HeaderExtractor<'a>(pub &'a HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(HeaderName::as_str).collect()
+    }
+}
+
+/// Writes `http` headers for the propagators; values that are not valid header values are
+/// skipped.
+pub struct HeaderInjector<'a>(pub &'a mut HeaderMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(key.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+/// The remote context carried by `headers` (`traceparent`, `tracestate`, `baggage`).
+pub fn extract_headers(headers: &HeaderMap) -> Context {
+    opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)))
+}
+
+/// Writes `cx` into `headers` (replacing any propagation headers already there).
+pub fn inject_context(cx: &Context, headers: &mut HeaderMap) {
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(cx, &mut HeaderInjector(headers));
+    });
+}
+
+/// Writes the current `tracing` span's context into `headers`.
+pub fn inject_current(headers: &mut HeaderMap) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    inject_context(&tracing::Span::current().context(), headers);
+}
+
+#[cfg(feature = "tonic")]
+mod metadata {
+    use opentelemetry::Context;
+    use opentelemetry::propagation::{Extractor, Injector};
+    use tonic::metadata::{KeyRef, MetadataKey, MetadataMap, MetadataValue};
+
+    struct MetadataExtractor<'a>(&'a MetadataMap);
+
+    impl Extractor for MetadataExtractor<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.get(key).and_then(|v| v.to_str().ok())
+        }
+
+        fn keys(&self) -> Vec<&str> {
+            self.0
+                .keys()
+                .filter_map(|k| match k {
+                    KeyRef::Ascii(k) => Some(k.as_str()),
+                    KeyRef::Binary(_) => None,
+                })
+                .collect()
+        }
+    }
+
+    struct MetadataInjector<'a>(&'a mut MetadataMap);
+
+    impl Injector for MetadataInjector<'_> {
+        fn set(&mut self, key: &str, value: String) {
+            if let (Ok(key), Ok(value)) = (
+                MetadataKey::from_bytes(key.as_bytes()),
+                MetadataValue::try_from(value.as_str()),
+            ) {
+                self.0.insert(key, value);
+            }
+        }
+    }
+
+    /// The remote context carried by gRPC metadata.
+    pub fn extract_metadata(metadata: &MetadataMap) -> Context {
+        opentelemetry::global::get_text_map_propagator(|p| p.extract(&MetadataExtractor(metadata)))
+    }
+
+    /// Writes `cx` into gRPC metadata.
+    pub fn inject_metadata(cx: &Context, metadata: &mut MetadataMap) {
+        opentelemetry::global::get_text_map_propagator(|p| {
+            p.inject_context(cx, &mut MetadataInjector(metadata));
+        });
+    }
+
+    /// A tonic interceptor that injects the current span's context into each outgoing call:
+    /// `FooClient::with_interceptor(channel, InjectContext)`. The
+    /// [`GrpcClientLayer`](crate::instrument::GrpcClientLayer) does this and also makes the
+    /// client span; use this when only propagation is wanted.
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct InjectContext;
+
+    impl tonic::service::Interceptor for InjectContext {
+        fn call(
+            &mut self,
+            mut request: tonic::Request<()>,
+        ) -> Result<tonic::Request<()>, tonic::Status> {
+            use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+            inject_metadata(&tracing::Span::current().context(), request.metadata_mut());
+            Ok(request)
+        }
+    }
+}
+
+#[cfg(feature = "tonic")]
+pub use metadata::{InjectContext, extract_metadata, inject_metadata};

@@ -1,0 +1,34 @@
+//! Drop-in instrumentation: every HTTP and gRPC request a span, with the OpenTelemetry
+//! semantic conventions, W3C context propagation, duration histograms and one log line per
+//! request.
+//!
+//! | Layer | Span | Metric |
+//! |---|---|---|
+//! | [`HttpServerLayer`] (axum, hyper) | `SERVER` `{method} {route}` | `http.server.request.duration`, `http.server.active_requests` |
+//! | [`HttpClientLayer`] (tower clients), `ReqwestMiddleware` | `CLIENT` `{method}` | `http.client.request.duration` |
+//! | [`GrpcServerLayer`] (tonic servers) | `SERVER` `{service}/{method}` | `rpc.server.call.duration` |
+//! | [`GrpcClientLayer`] (tonic channels) | `CLIENT` `{service}/{method}` | `rpc.client.call.duration` |
+//!
+//! Spans are `tracing` spans exported through `tracing-opentelemetry`, so every log line
+//! written while handling a request carries its trace id. A server span lasts until the last
+//! byte of the response body (streams included); a gRPC stream is one span for its whole life.
+//!
+//! Build layers after `init` or not: the instruments are created on first use, from the global
+//! meter provider in place then.
+
+mod body;
+mod grpc;
+mod http_client;
+mod http_server;
+#[cfg(feature = "reqwest")]
+mod reqwest_client;
+mod semconv;
+
+pub use body::InstrumentedBody;
+pub use grpc::{GrpcClient, GrpcClientLayer, GrpcServer, GrpcServerLayer};
+pub use http_client::{HttpClient, HttpClientLayer};
+pub use http_server::{HttpRoute, HttpServer, HttpServerLayer};
+#[cfg(feature = "reqwest")]
+pub use reqwest_client::ReqwestMiddleware;
+
+pub(crate) const TARGET: &str = "service_telemetry::instrument";
