@@ -397,11 +397,12 @@ where
     }
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for GrpcClient<S>
+/// tonic's `Channel` takes `tonic::body::Body` only, so the observed request body is boxed
+/// back into one.
+impl<S, ResBody> Service<Request<tonic::body::Body>> for GrpcClient<S>
 where
-    S: Service<Request<InstrumentedBody<ReqBody>>, Response = Response<ResBody>>,
+    S: Service<Request<tonic::body::Body>, Response = Response<ResBody>>,
     S::Error: std::fmt::Display,
-    ReqBody: Body,
     ResBody: Body,
 {
     type Response = Response<InstrumentedBody<ResBody>>;
@@ -412,12 +413,13 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, request: Request<tonic::body::Body>) -> Self::Future {
         let call = start_call(&request, Side::Client);
         let span = lock(&call).span.clone();
         let (mut parts, body) = request.into_parts();
         crate::propagation::inject_context(&span.context(), &mut parts.headers);
-        let request = Request::from_parts(parts, observe(body, &call, true, false));
+        let body = tonic::body::Body::new(observe(body, &call, true, false));
+        let request = Request::from_parts(parts, body);
         let inner = span.in_scope(|| self.inner.call(request));
         GrpcFuture {
             inner,

@@ -5,9 +5,9 @@
 //! | Layer | Span | Metric |
 //! |---|---|---|
 //! | [`HttpServerLayer`] (axum, hyper) | `SERVER` `{method} {route}` | `http.server.request.duration`, `http.server.active_requests` |
-//! | [`HttpClientLayer`] (tower clients), `ReqwestMiddleware` | `CLIENT` `{method}` | `http.client.request.duration` |
-//! | [`GrpcServerLayer`] (tonic servers) | `SERVER` `{service}/{method}` | `rpc.server.call.duration` |
-//! | [`GrpcClientLayer`] (tonic channels) | `CLIENT` `{service}/{method}` | `rpc.client.call.duration` |
+//! | [`HttpClientLayer`] (tower clients), `ReqwestMiddleware` (feature `reqwest`) | `CLIENT` `{method}` | `http.client.request.duration` |
+//! | `GrpcServerLayer` (tonic servers, feature `tonic`) | `SERVER` `{service}/{method}` | `rpc.server.call.duration` |
+//! | `GrpcClientLayer` (tonic channels, feature `tonic`) | `CLIENT` `{service}/{method}` | `rpc.client.call.duration` |
 //!
 //! Spans are `tracing` spans exported through `tracing-opentelemetry`, so every log line
 //! written while handling a request carries its trace id. A server span lasts until the last
@@ -17,6 +17,7 @@
 //! meter provider in place then.
 
 mod body;
+#[cfg(feature = "tonic")]
 mod grpc;
 mod http_client;
 mod http_server;
@@ -25,6 +26,7 @@ mod reqwest_client;
 mod semconv;
 
 pub use body::InstrumentedBody;
+#[cfg(feature = "tonic")]
 pub use grpc::{GrpcClient, GrpcClientLayer, GrpcServer, GrpcServerLayer};
 pub use http_client::{HttpClient, HttpClientLayer};
 pub use http_server::{HttpRoute, HttpServer, HttpServerLayer};
