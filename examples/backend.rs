@@ -38,7 +38,9 @@ async fn main() {
     let http = match tokio::net::TcpListener::bind(("0.0.0.0", port("PORT", 8081))).await {
         Ok(listener) => listener,
         Err(e) => {
-            shutdown.handle().fail(format!("cannot listen on PORT: {e}"));
+            shutdown
+                .handle()
+                .fail(format!("cannot listen on PORT: {e}"));
             shutdown.run().await;
             return;
         }
@@ -46,7 +48,9 @@ async fn main() {
     let grpc = match tokio::net::TcpListener::bind(("0.0.0.0", port("GRPC_PORT", 50051))).await {
         Ok(listener) => listener,
         Err(e) => {
-            shutdown.handle().fail(format!("cannot listen on GRPC_PORT: {e}"));
+            shutdown
+                .handle()
+                .fail(format!("cannot listen on GRPC_PORT: {e}"));
             shutdown.run().await;
             return;
         }

@@ -69,7 +69,9 @@ async fn main() {
     let listener = match tokio::net::TcpListener::bind(("0.0.0.0", port)).await {
         Ok(listener) => listener,
         Err(e) => {
-            shutdown.handle().fail(format!("cannot listen on PORT: {e}"));
+            shutdown
+                .handle()
+                .fail(format!("cannot listen on PORT: {e}"));
             shutdown.run().await;
             return;
         }
@@ -118,7 +120,11 @@ async fn root(State(mut backend): State<Backend>) -> (StatusCode, Json<serde_jso
     } else {
         StatusCode::BAD_GATEWAY
     };
-    info!(http_ok = item.is_some(), grpc_ok = health.is_some(), "gateway request served");
+    info!(
+        http_ok = item.is_some(),
+        grpc_ok = health.is_some(),
+        "gateway request served"
+    );
     (
         status,
         Json(serde_json::json!({ "item": item, "backend_grpc_health": health })),

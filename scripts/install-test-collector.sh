@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
 # Installs the rotel OpenTelemetry collector used by the end-to-end tests (PyPI `rotel`) into
-# .tools/rotel-venv and prints the agent's path. Idempotent; needs PyPI and, on a bare machine,
-# Debian's packages.
+# .tools/rotel-venv, with the official OpenTelemetry Python SDK beside it (the interoperability
+# tests continue its traces), and prints the agent's path. Idempotent; needs PyPI and, on a bare
+# machine, Debian's packages.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/.tools/rotel-venv"
 agent="$venv/lib/python3.11/site-packages/rotel/rotel-agent"
 version="0.0.1a15"
+python_sdk="opentelemetry-sdk==1.38.0"
+
+install_python_sdk() {
+  if ! "$venv/bin/python" -c "import opentelemetry.sdk" >/dev/null 2>&1; then
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "$python_sdk" >&2
+  fi
+}
 
 if [ -x "$agent" ] && "$agent" --version >/dev/null 2>&1; then
+  install_python_sdk
   echo "$agent"
   exit 0
 fi
@@ -42,5 +51,6 @@ if ! "$python" -m venv "$venv" >&2; then
   "$python" -m venv "$venv" >&2
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check "rotel==$version" >&2
+install_python_sdk
 "$agent" --version >&2
 echo "$agent"

@@ -72,7 +72,9 @@ impl Framing {
     fn feed(&mut self, mut data: &[u8], mut on_message: impl FnMut(u64)) {
         while !data.is_empty() {
             if self.remaining > 0 {
-                let n = data.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+                let n = data
+                    .len()
+                    .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
                 self.remaining -= n as u64;
                 data = &data[n..];
                 continue;
@@ -114,7 +116,8 @@ struct Call {
 type Shared = std::sync::Arc<std::sync::Mutex<Call>>;
 
 fn lock(call: &Shared) -> std::sync::MutexGuard<'_, Call> {
-    call.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    call.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Call {
@@ -150,8 +153,10 @@ impl Call {
             Side::Client => 2,
         });
         self.span.record("rpc.grpc.status_code", code);
-        self.span.set_attribute("rpc.messages.sent", self.sent as i64);
-        self.span.set_attribute("rpc.messages.received", self.received as i64);
+        self.span
+            .set_attribute("rpc.messages.sent", self.sent as i64);
+        self.span
+            .set_attribute("rpc.messages.received", self.received as i64);
         let failed = match self.side {
             Side::Server => is_server_error(code),
             Side::Client => code != 0,
@@ -255,7 +260,7 @@ fn start_call<B>(request: &Request<B>, side: Side) -> Shared {
             rpc.service = %service,
             rpc.method = %method,
             server.address = address.as_str(),
-            server.port = port,
+            server.port = port.map(i64::from),
             rpc.grpc.status_code = Empty,
             error.type = Empty,
             otel.status_code = Empty,
@@ -270,7 +275,7 @@ fn start_call<B>(request: &Request<B>, side: Side) -> Shared {
             rpc.service = %service,
             rpc.method = %method,
             server.address = address.as_str(),
-            server.port = port,
+            server.port = port.map(i64::from),
             rpc.grpc.status_code = Empty,
             error.type = Empty,
             otel.status_code = Empty,
@@ -458,7 +463,9 @@ where
         };
         let Some(call) = this.call.take() else {
             // Polled after completion: the inner future decides what that means.
-            return Poll::Ready(result.map(|r| r.map(|b| InstrumentedBody::new(b, Box::new(Unobserved)))));
+            return Poll::Ready(
+                result.map(|r| r.map(|b| InstrumentedBody::new(b, Box::new(Unobserved)))),
+            );
         };
         Poll::Ready(match result {
             Ok(response) => {

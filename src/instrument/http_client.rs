@@ -38,7 +38,12 @@ fn redacted_url(uri: &Uri) -> String {
 
 impl ClientCall {
     /// Starts the span as a child of the current one and writes its context into `headers`.
-    pub(crate) fn start(method: &Method, uri: &Uri, version: Version, headers: &mut HeaderMap) -> Self {
+    pub(crate) fn start(
+        method: &Method,
+        uri: &Uri,
+        version: Version,
+        headers: &mut HeaderMap,
+    ) -> Self {
         let attr_method = semconv::method(method);
         let address = uri.host().unwrap_or("").to_owned();
         let port = uri.port_u16().or(match uri.scheme_str() {
@@ -54,7 +59,7 @@ impl ClientCall {
             otel.kind = "client",
             http.request.method = attr_method,
             server.address = address.as_str(),
-            server.port = port,
+            server.port = port.map(i64::from),
             url.full = %redacted_url(uri),
             network.protocol.version = version,
             http.response.status_code = Empty,
@@ -84,8 +89,11 @@ impl ClientCall {
         }
         match outcome {
             Ok(status) => {
-                self.span.record("http.response.status_code", status);
-                attributes.push(KeyValue::new("http.response.status_code", i64::from(status)));
+                self.span.record("http.response.status_code", i64::from(status));
+                attributes.push(KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(status),
+                ));
                 // Client spans treat 4xx as errors too (the call did not succeed).
                 if status >= 400 {
                     self.span.record("error.type", status.to_string());

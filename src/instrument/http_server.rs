@@ -148,7 +148,7 @@ where
             url.scheme = scheme,
             http.route = route.as_deref(),
             server.address = address.as_str(),
-            server.port = port,
+            server.port = port.map(i64::from),
             user_agent.original = user_agent,
             network.protocol.version = version,
             http.response.status_code = Empty,
@@ -159,7 +159,9 @@ where
         if parent.span().span_context().is_valid() {
             let _ = span.set_parent(parent);
         }
-        semconv::instruments().server_active.add(1, &active_attributes(method, scheme));
+        semconv::instruments()
+            .server_active
+            .add(1, &active_attributes(method, scheme));
         let future = span.in_scope(|| self.inner.call(request));
         ResponseFuture {
             inner: future,
@@ -216,13 +218,15 @@ where
         };
         let Some(mut exchange) = this.exchange.take() else {
             // Polled after completion: the inner future decides what that means.
-            return Poll::Ready(result.map(|r| r.map(|b| InstrumentedBody::new(b, Box::new(Unobserved)))));
+            return Poll::Ready(
+                result.map(|r| r.map(|b| InstrumentedBody::new(b, Box::new(Unobserved)))),
+            );
         };
         Poll::Ready(match result {
             Ok(response) => {
                 let status = response.status().as_u16();
                 exchange.status = Some(status);
-                exchange.span.record("http.response.status_code", status);
+                exchange.span.record("http.response.status_code", i64::from(status));
                 if status >= 500 {
                     exchange.span.record("error.type", status.to_string());
                     exchange.span.record("otel.status_code", "ERROR");
@@ -233,7 +237,9 @@ where
                 exchange.error = Some(e.to_string());
                 exchange.span.record("error.type", "_OTHER");
                 exchange.span.record("otel.status_code", "ERROR");
-                exchange.span.set_status(opentelemetry::trace::Status::error(e.to_string()));
+                exchange
+                    .span
+                    .set_status(opentelemetry::trace::Status::error(e.to_string()));
                 exchange.finish(false);
                 Err(e)
             }
@@ -266,7 +272,10 @@ impl Exchange {
             attributes.push(KeyValue::new("http.route", route.clone()));
         }
         if let Some(status) = self.status {
-            attributes.push(KeyValue::new("http.response.status_code", i64::from(status)));
+            attributes.push(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status),
+            ));
             if status >= 500 {
                 attributes.push(KeyValue::new("error.type", status.to_string()));
             }
@@ -278,7 +287,9 @@ impl Exchange {
             .record(elapsed.as_secs_f64(), &attributes);
         let duration_ms = elapsed.as_secs_f64() * 1000.0;
         let target = self.route.as_deref().unwrap_or(&self.path);
-        let status = self.status.map_or_else(|| "-".to_owned(), |s| s.to_string());
+        let status = self
+            .status
+            .map_or_else(|| "-".to_owned(), |s| s.to_string());
         let outcome = match (&self.error, complete) {
             (Some(error), _) => format!(" failed: {error}"),
             (None, false) => " (client went away before the end of the response)".to_owned(),

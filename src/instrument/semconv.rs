@@ -101,7 +101,10 @@ pub(crate) fn split_authority(authority: &str) -> (String, Option<u16>) {
     if let Some(rest) = authority.strip_prefix('[') {
         // [v6]:port
         if let Some((host, port)) = rest.split_once(']') {
-            return (host.to_owned(), port.strip_prefix(':').and_then(|p| p.parse().ok()));
+            return (
+                host.to_owned(),
+                port.strip_prefix(':').and_then(|p| p.parse().ok()),
+            );
         }
     }
     match authority.rsplit_once(':') {
@@ -116,7 +119,10 @@ mod tests {
 
     #[test]
     fn authority_forms() {
-        assert_eq!(split_authority("example.com:8443"), ("example.com".into(), Some(8443)));
+        assert_eq!(
+            split_authority("example.com:8443"),
+            ("example.com".into(), Some(8443))
+        );
         assert_eq!(split_authority("example.com"), ("example.com".into(), None));
         assert_eq!(split_authority("[::1]:50051"), ("::1".into(), Some(50051)));
         assert_eq!(split_authority("[::1]"), ("::1".into(), None));

@@ -5,7 +5,7 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -188,22 +188,43 @@ fn parse(line: &str) -> Option<Value> {
 
 /// An example's binary, brought up to date first: `cargo test --test NAME` does not build
 /// examples, and a stale one would test old code. (A no-op when `cargo test` just built it.)
+/// Built with the features this test binary was built with, so nothing is rebuilt; the list
+/// only matters for examples that require features.
 pub fn example_binary(name: &str) -> PathBuf {
-    static BUILD: Once = Once::new();
+    let features: Vec<&str> = [
+        ("grpc", cfg!(feature = "grpc")),
+        ("http", cfg!(feature = "http")),
+        ("tower", cfg!(feature = "tower")),
+        ("axum", cfg!(feature = "axum")),
+        ("tonic", cfg!(feature = "tonic")),
+        ("reqwest", cfg!(feature = "reqwest")),
+    ]
+    .into_iter()
+    .filter_map(|(name, on)| on.then_some(name))
+    .collect();
     let exe = std::env::current_exe().expect("test binary");
     let profile_dir = exe
         .parent()
         .and_then(|deps| deps.parent())
         .expect("target/<profile>");
     let path = profile_dir.join("examples").join(name);
-    BUILD.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "--example", name])
-            .status()
-            .expect("run cargo build --example");
-        assert!(status.success(), "cargo build --example {name} failed");
-    });
+    // One build at a time: parallel tests would otherwise queue on cargo's lock anyway.
+    static BUILD: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "--quiet",
+        "--no-default-features",
+        "--example",
+        name,
+    ]);
+    if !features.is_empty() {
+        cmd.args(["--features", &features.join(",")]);
+    }
+    let status = cmd.status().expect("run cargo build --example");
+    assert!(status.success(), "cargo build --example {name} failed");
     path
 }
 
