@@ -89,7 +89,8 @@ impl ClientCall {
         }
         match outcome {
             Ok(status) => {
-                self.span.record("http.response.status_code", i64::from(status));
+                self.span
+                    .record("http.response.status_code", i64::from(status));
                 attributes.push(KeyValue::new(
                     "http.response.status_code",
                     i64::from(status),

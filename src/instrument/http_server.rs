@@ -226,7 +226,9 @@ where
             Ok(response) => {
                 let status = response.status().as_u16();
                 exchange.status = Some(status);
-                exchange.span.record("http.response.status_code", i64::from(status));
+                exchange
+                    .span
+                    .record("http.response.status_code", i64::from(status));
                 if status >= 500 {
                     exchange.span.record("error.type", status.to_string());
                     exchange.span.record("otel.status_code", "ERROR");
