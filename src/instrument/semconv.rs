@@ -65,7 +65,9 @@ pub(crate) struct Instruments {
     pub(crate) server_duration: Histogram<f64>,
     pub(crate) server_active: UpDownCounter<i64>,
     pub(crate) client_duration: Histogram<f64>,
+    #[cfg(feature = "tonic")]
     pub(crate) rpc_server_duration: Histogram<f64>,
+    #[cfg(feature = "tonic")]
     pub(crate) rpc_client_duration: Histogram<f64>,
 }
 
@@ -85,10 +87,12 @@ pub(crate) fn instruments() -> &'static Instruments {
             "http.client.request.duration",
             "Duration of HTTP client requests.",
         ),
+        #[cfg(feature = "tonic")]
         rpc_server_duration: duration_histogram(
             "rpc.server.call.duration",
             "Duration of RPCs handled by the server.",
         ),
+        #[cfg(feature = "tonic")]
         rpc_client_duration: duration_histogram(
             "rpc.client.call.duration",
             "Duration of RPCs made by the client.",
