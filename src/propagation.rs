@@ -29,17 +29,34 @@ use crate::config::Propagator;
 
 /// Installs the propagators as the global one (the SDK's default global is a no-op).
 pub(crate) fn install(propagators: &[Propagator]) {
+    opentelemetry::global::set_text_map_propagator(build(propagators));
+}
+
+fn build(propagators: &[Propagator]) -> TextMapCompositePropagator {
     let list: Vec<Box<dyn TextMapPropagator + Send + Sync>> = propagators
         .iter()
         .map(|p| -> Box<dyn TextMapPropagator + Send + Sync> {
             match p {
                 Propagator::TraceContext => Box::new(TraceContextPropagator::new()),
                 Propagator::Baggage => Box::new(BaggagePropagator::new()),
+                #[cfg(feature = "zipkin")]
+                Propagator::B3 => Box::new(opentelemetry_zipkin::Propagator::with_encoding(
+                    opentelemetry_zipkin::B3Encoding::SingleHeader,
+                )),
+                #[cfg(feature = "zipkin")]
+                Propagator::B3Multi => Box::new(opentelemetry_zipkin::Propagator::with_encoding(
+                    opentelemetry_zipkin::B3Encoding::MultipleHeader,
+                )),
+                // Only resolved with the feature; an empty composite member otherwise.
+                #[cfg(not(feature = "zipkin"))]
+                Propagator::B3 | Propagator::B3Multi => {
+                    Box::new(TextMapCompositePropagator::new(Vec::new()))
+                }
             }
         })
         .collect();
     // An empty composite injects and extracts nothing, which is what `none` asks for.
-    opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(list));
+    TextMapCompositePropagator::new(list)
 }
 
 /// Reads `http` headers for the propagators.
@@ -158,3 +175,67 @@ mod metadata {
 
 #[cfg(feature = "tonic")]
 pub use metadata::{InjectContext, extract_metadata, inject_metadata};
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::{SpanContext, TraceContextExt as _, TraceFlags, TraceState};
+    use opentelemetry::trace::{SpanId, TraceId};
+
+    use super::*;
+
+    fn remote() -> Context {
+        Context::new().with_remote_span_context(SpanContext::new(
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+            SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        ))
+    }
+
+    fn roundtrip(propagators: &[Propagator]) -> (HeaderMap, Context) {
+        let propagator = build(propagators);
+        let mut headers = HeaderMap::new();
+        propagator.inject_context(&remote(), &mut HeaderInjector(&mut headers));
+        let back = propagator.extract(&HeaderExtractor(&headers));
+        (headers, back)
+    }
+
+    #[test]
+    fn tracecontext_roundtrip() {
+        let (headers, back) = roundtrip(&[Propagator::TraceContext]);
+        assert_eq!(
+            headers["traceparent"],
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        assert_eq!(back.span().span_context(), remote().span().span_context());
+    }
+
+    #[test]
+    fn none_propagates_nothing() {
+        let (headers, back) = roundtrip(&[]);
+        assert!(headers.is_empty());
+        assert!(!back.span().span_context().is_valid());
+    }
+
+    #[test]
+    #[cfg(feature = "zipkin")]
+    fn b3_single_and_multi_roundtrip() {
+        let (headers, back) = roundtrip(&[Propagator::B3]);
+        assert_eq!(
+            headers["b3"],
+            "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1"
+        );
+        assert_eq!(
+            back.span().span_context().trace_id(),
+            remote().span().span_context().trace_id()
+        );
+        let (headers, back) = roundtrip(&[Propagator::B3Multi]);
+        assert_eq!(headers["x-b3-traceid"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(headers["x-b3-spanid"], "00f067aa0ba902b7");
+        assert_eq!(
+            back.span().span_context().span_id(),
+            remote().span().span_context().span_id()
+        );
+    }
+}

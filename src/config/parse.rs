@@ -579,6 +579,17 @@ fn resolve_propagators(env: &mut Env<'_>) -> Vec<Propagator> {
         let p = match item.to_ascii_lowercase().as_str() {
             "tracecontext" => Propagator::TraceContext,
             "baggage" => Propagator::Baggage,
+            "b3" | "b3multi" if !cfg!(feature = "zipkin") => {
+                env.warn(
+                    "OTEL_PROPAGATORS",
+                    &raw,
+                    format!("propagator {item:?} needs the `zipkin` cargo feature"),
+                    "the other listed propagators, else tracecontext,baggage",
+                );
+                continue;
+            }
+            "b3" => Propagator::B3,
+            "b3multi" => Propagator::B3Multi,
             "none" => {
                 none = true;
                 continue;

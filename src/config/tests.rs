@@ -1624,9 +1624,9 @@ fn propagators() {
         ("NONE", &[], false),
         ("none,tracecontext", &[], false),
         ("tracecontext,,", &[TraceContext], false),
-        ("b3,tracecontext", &[TraceContext], true),
+        ("ottrace,tracecontext", &[TraceContext], true),
         ("jaeger,baggage", &[Baggage], true),
-        ("b3multi,xray,tracecontext", &[TraceContext], true),
+        ("xray,ottrace,tracecontext", &[TraceContext], true),
     ];
     for (value, expected, warns) in cases {
         let (config, warnings) = resolve(&[("OTEL_PROPAGATORS", value)]);
@@ -1643,18 +1643,42 @@ fn propagators() {
 
 #[test]
 fn unknown_propagator_warning_names_it() {
-    let (_, warnings) = resolve(&[("OTEL_PROPAGATORS", "b3,tracecontext")]);
+    let (_, warnings) = resolve(&[("OTEL_PROPAGATORS", "xray,tracecontext")]);
     assert_eq!(warnings.len(), 1);
-    assert!(warnings[0].reason.contains("b3"), "{:?}", warnings[0]);
-    let (_, warnings) = resolve(&[("OTEL_PROPAGATORS", "b3,xray")]);
+    assert!(warnings[0].reason.contains("xray"), "{:?}", warnings[0]);
+    let (_, warnings) = resolve(&[("OTEL_PROPAGATORS", "ottrace,xray")]);
     assert_eq!(
         warnings.len(),
         2,
         "one warning per unknown propagator: {warnings:#?}"
     );
     // Only unknown names: still warned about (what is used instead is "the other listed").
-    let (_, warnings) = resolve(&[("OTEL_PROPAGATORS", "b3")]);
-    only_warning_about(&warnings, "OTEL_PROPAGATORS", "b3 alone");
+    let (_, warnings) = resolve(&[("OTEL_PROPAGATORS", "xray")]);
+    only_warning_about(&warnings, "OTEL_PROPAGATORS", "xray alone");
+}
+
+#[test]
+#[cfg(feature = "zipkin")]
+fn b3_propagators_with_the_zipkin_feature() {
+    let (config, warnings) = resolve(&[("OTEL_PROPAGATORS", "B3multi,b3,tracecontext")]);
+    assert_eq!(
+        config.propagators,
+        [
+            Propagator::B3Multi,
+            Propagator::B3,
+            Propagator::TraceContext
+        ]
+    );
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
+
+#[test]
+#[cfg(not(feature = "zipkin"))]
+fn b3_without_the_zipkin_feature_names_the_feature() {
+    let (config, warnings) = resolve(&[("OTEL_PROPAGATORS", "b3,tracecontext")]);
+    assert_eq!(config.propagators, [Propagator::TraceContext]);
+    let w = only_warning_about(&warnings, "OTEL_PROPAGATORS", "b3 without zipkin");
+    assert!(w.reason.contains("`zipkin` cargo feature"), "{}", w.reason);
 }
 
 // ---------------------------------------------------------------------------------------------
