@@ -262,10 +262,6 @@ pub enum Propagator {
     TraceContext,
     /// W3C `baggage`.
     Baggage,
-    /// Zipkin B3, single `b3` header (feature `zipkin`).
-    B3,
-    /// Zipkin B3, multiple `X-B3-*` headers (feature `zipkin`).
-    B3Multi,
 }
 
 /// OTLP headers. `Debug` and `Display` never show the values: they are usually API keys.

@@ -39,19 +39,6 @@ fn build(propagators: &[Propagator]) -> TextMapCompositePropagator {
             match p {
                 Propagator::TraceContext => Box::new(TraceContextPropagator::new()),
                 Propagator::Baggage => Box::new(BaggagePropagator::new()),
-                #[cfg(feature = "zipkin")]
-                Propagator::B3 => Box::new(opentelemetry_zipkin::Propagator::with_encoding(
-                    opentelemetry_zipkin::B3Encoding::SingleHeader,
-                )),
-                #[cfg(feature = "zipkin")]
-                Propagator::B3Multi => Box::new(opentelemetry_zipkin::Propagator::with_encoding(
-                    opentelemetry_zipkin::B3Encoding::MultipleHeader,
-                )),
-                // Only resolved with the feature; an empty composite member otherwise.
-                #[cfg(not(feature = "zipkin"))]
-                Propagator::B3 | Propagator::B3Multi => {
-                    Box::new(TextMapCompositePropagator::new(Vec::new()))
-                }
             }
         })
         .collect();
@@ -216,26 +203,5 @@ mod tests {
         let (headers, back) = roundtrip(&[]);
         assert!(headers.is_empty());
         assert!(!back.span().span_context().is_valid());
-    }
-
-    #[test]
-    #[cfg(feature = "zipkin")]
-    fn b3_single_and_multi_roundtrip() {
-        let (headers, back) = roundtrip(&[Propagator::B3]);
-        assert_eq!(
-            headers["b3"],
-            "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1"
-        );
-        assert_eq!(
-            back.span().span_context().trace_id(),
-            remote().span().span_context().trace_id()
-        );
-        let (headers, back) = roundtrip(&[Propagator::B3Multi]);
-        assert_eq!(headers["x-b3-traceid"], "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_eq!(headers["x-b3-spanid"], "00f067aa0ba902b7");
-        assert_eq!(
-            back.span().span_context().span_id(),
-            remote().span().span_context().span_id()
-        );
     }
 }

@@ -1658,27 +1658,11 @@ fn unknown_propagator_warning_names_it() {
 }
 
 #[test]
-#[cfg(feature = "zipkin")]
-fn b3_propagators_with_the_zipkin_feature() {
-    let (config, warnings) = resolve(&[("OTEL_PROPAGATORS", "B3multi,b3,tracecontext")]);
-    assert_eq!(
-        config.propagators,
-        [
-            Propagator::B3Multi,
-            Propagator::B3,
-            Propagator::TraceContext
-        ]
-    );
-    assert!(warnings.is_empty(), "{warnings:?}");
-}
-
-#[test]
-#[cfg(not(feature = "zipkin"))]
-fn b3_without_the_zipkin_feature_names_the_feature() {
+fn b3_warning_says_why_it_is_unsupported() {
     let (config, warnings) = resolve(&[("OTEL_PROPAGATORS", "b3,tracecontext")]);
     assert_eq!(config.propagators, [Propagator::TraceContext]);
-    let w = only_warning_about(&warnings, "OTEL_PROPAGATORS", "b3 without zipkin");
-    assert!(w.reason.contains("`zipkin` cargo feature"), "{}", w.reason);
+    let w = only_warning_about(&warnings, "OTEL_PROPAGATORS", "b3");
+    assert!(w.reason.contains("deprecated"), "{}", w.reason);
 }
 
 // ---------------------------------------------------------------------------------------------

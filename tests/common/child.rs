@@ -198,7 +198,6 @@ pub fn example_binary(name: &str) -> PathBuf {
         ("axum", cfg!(feature = "axum")),
         ("tonic", cfg!(feature = "tonic")),
         ("reqwest", cfg!(feature = "reqwest")),
-        ("zipkin", cfg!(feature = "zipkin")),
     ]
     .into_iter()
     .filter_map(|(name, on)| on.then_some(name))
