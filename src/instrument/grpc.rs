@@ -141,17 +141,18 @@ impl Call {
         }
     }
 
-    fn finish(&mut self, error: Option<String>) {
+    /// `complete` is false when the response stream was dropped before its end.
+    fn finish(&mut self, complete: bool, error: Option<String>) {
         if self.finished {
             return;
         }
         self.finished = true;
-        // No status at all: the stream was cut off (CANCELLED for the server, UNKNOWN seen
-        // from the client) unless a transport error says more.
-        let code = self.status.unwrap_or(match self.side {
-            Side::Server => 1,
-            Side::Client => 2,
-        });
+        // No status: a stream dropped before its end was cancelled (by the client, or the
+        // client went away); one that ended without a status is UNKNOWN.
+        let cancelled_here = self.status.is_none() && !complete && error.is_none();
+        let code = self
+            .status
+            .unwrap_or(if complete && error.is_none() { 2 } else { 1 });
         self.span.record("rpc.grpc.status_code", code);
         self.span
             .set_attribute("rpc.messages.sent", self.sent as i64);
@@ -159,7 +160,8 @@ impl Call {
             .set_attribute("rpc.messages.received", self.received as i64);
         let failed = match self.side {
             Side::Server => is_server_error(code),
-            Side::Client => code != 0,
+            // A client that drops its own stream cancelled it on purpose.
+            Side::Client => code != 0 && !cancelled_here,
         };
         if failed {
             self.span.record("error.type", code.to_string());
@@ -225,9 +227,9 @@ impl Observer for Direction {
         }
     }
 
-    fn on_end(&mut self, _complete: bool, error: Option<String>) {
+    fn on_end(&mut self, complete: bool, error: Option<String>) {
         if self.ends_call {
-            lock(&self.call).finish(error);
+            lock(&self.call).finish(complete, error);
         }
     }
 }
@@ -484,7 +486,7 @@ where
             Err(e) => {
                 let mut state = lock(&call);
                 state.status = Some(if state.side == Side::Server { 13 } else { 14 });
-                state.finish(Some(e.to_string()));
+                state.finish(true, Some(e.to_string()));
                 Err(e)
             }
         })
