@@ -32,6 +32,7 @@ fn exporter() -> &'static (InMemorySpanExporter, SdkTracerProvider) {
 fn app() -> axum::Router {
     axum::Router::new()
         .route("/users/{id}", get(|| async { "ada" }))
+        .route("/hang", get(|| std::future::pending::<&'static str>()))
         .route(
             "/boom",
             get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "boom") }),
@@ -181,6 +182,20 @@ async fn server_layer_spans() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(spans[0].name, "GET");
     assert_eq!(spans[0].status, Status::Unset, "4xx is not a server error");
+
+    // A request abandoned before it answers (client gone, timeout) still ends its span.
+    let (exporter, _) = exporter();
+    let abandoned = tokio::time::timeout(
+        std::time::Duration::from_millis(20),
+        app().oneshot(Request::get("/hang").body(Body::empty()).unwrap()),
+    )
+    .await;
+    assert!(abandoned.is_err(), "the handler never answers");
+    let spans = exporter.get_finished_spans().expect("spans");
+    exporter.reset();
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    assert_eq!(spans[0].name, "GET /hang");
+    assert!(attr(&spans[0], "http.response.status_code").is_none());
 
     // An unknown method: `_OTHER` attribute, `HTTP` span name.
     let (_, spans) = roundtrip(

@@ -113,6 +113,13 @@ struct Call {
     finished: bool,
 }
 
+/// A call whose future is dropped before any response is still timed and recorded.
+impl Drop for Call {
+    fn drop(&mut self) {
+        self.finish(false, None);
+    }
+}
+
 type Shared = std::sync::Arc<std::sync::Mutex<Call>>;
 
 fn lock(call: &Shared) -> std::sync::MutexGuard<'_, Call> {

@@ -89,6 +89,15 @@ struct Exchange {
     version: &'static str,
     status: Option<u16>,
     error: Option<String>,
+    finished: bool,
+}
+
+/// A request whose future is dropped before it answers (the client went away, a timeout
+/// layer gave up) is still counted, timed and logged.
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        self.finish(false);
+    }
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for HttpServer<S>
@@ -175,6 +184,7 @@ where
                 version,
                 status: None,
                 error: None,
+                finished: false,
             }),
         }
     }
@@ -260,6 +270,9 @@ impl Observer for Exchange {
 
 impl Exchange {
     fn finish(&mut self, complete: bool) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
         let elapsed = self.started.elapsed();
         let instruments = semconv::instruments();
         instruments
