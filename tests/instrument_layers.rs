@@ -32,7 +32,7 @@ fn exporter() -> &'static (InMemorySpanExporter, SdkTracerProvider) {
 fn app() -> axum::Router {
     axum::Router::new()
         .route("/users/{id}", get(|| async { "ada" }))
-        .route("/hang", get(|| std::future::pending::<&'static str>()))
+        .route("/hang", get(std::future::pending::<&'static str>))
         .route(
             "/boom",
             get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "boom") }),
