@@ -259,38 +259,25 @@ fn start_call<B>(request: &Request<B>, side: Side) -> Shared {
         .map(semconv::split_authority)
         .unwrap_or_default();
     let name = format!("{service}/{method}");
-    let span = match side {
-        Side::Server => tracing::info_span!(
-            target: TARGET,
-            "gRPC request",
-            otel.name = %name,
-            otel.kind = "server",
-            rpc.system = "grpc",
-            rpc.service = %service,
-            rpc.method = %method,
-            server.address = address.as_str(),
-            server.port = port.map(i64::from),
-            rpc.grpc.status_code = Empty,
-            error.type = Empty,
-            otel.status_code = Empty,
-            otel.status_description = Empty,
-        ),
-        Side::Client => tracing::info_span!(
-            target: TARGET,
-            "gRPC client request",
-            otel.name = %name,
-            otel.kind = "client",
-            rpc.system = "grpc",
-            rpc.service = %service,
-            rpc.method = %method,
-            server.address = address.as_str(),
-            server.port = port.map(i64::from),
-            rpc.grpc.status_code = Empty,
-            error.type = Empty,
-            otel.status_code = Empty,
-            otel.status_description = Empty,
-        ),
+    let kind = match side {
+        Side::Server => "server",
+        Side::Client => "client",
     };
+    let span = tracing::info_span!(
+        target: TARGET,
+        "gRPC call",
+        otel.name = %name,
+        otel.kind = kind,
+        rpc.system = "grpc",
+        rpc.service = %service,
+        rpc.method = %method,
+        server.address = address.as_str(),
+        server.port = port.map(i64::from),
+        rpc.grpc.status_code = Empty,
+        error.type = Empty,
+        otel.status_code = Empty,
+        otel.status_description = Empty,
+    );
     if side == Side::Server {
         let parent = crate::propagation::extract_headers(request.headers());
         if parent.span().span_context().is_valid() {
