@@ -243,21 +243,7 @@ impl Observer for Direction {
 
 fn start_call<B>(request: &Request<B>, side: Side) -> Shared {
     let (service, method) = split_path(request.uri().path());
-    let authority = request
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            request
-                .headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        });
-    let (address, port) = authority
-        .as_deref()
-        .map(semconv::split_authority)
-        .unwrap_or_default();
+    let (address, port) = semconv::server_address(request);
     let name = format!("{service}/{method}");
     let kind = match side {
         Side::Server => "server",

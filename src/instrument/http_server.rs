@@ -127,21 +127,7 @@ where
             _ => "http",
         };
         let version = semconv::protocol_version(request.version());
-        let authority = request
-            .uri()
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .or_else(|| {
-                request
-                    .headers()
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_owned)
-            });
-        let (address, port) = authority
-            .as_deref()
-            .map(semconv::split_authority)
-            .unwrap_or_default();
+        let (address, port) = semconv::server_address(&request);
         let user_agent = request
             .headers()
             .get(http::header::USER_AGENT)

@@ -100,6 +100,22 @@ pub(crate) fn instruments() -> &'static Instruments {
     })
 }
 
+/// `server.address` and `server.port` of a request: the URI's authority (clients, HTTP/2)
+/// or else the `Host` header (HTTP/1 servers); empty when neither is there.
+pub(crate) fn server_address<B>(request: &http::Request<B>) -> (String, Option<u16>) {
+    let host = request
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok());
+    request
+        .uri()
+        .authority()
+        .map(http::uri::Authority::as_str)
+        .or(host)
+        .map(split_authority)
+        .unwrap_or_default()
+}
+
 /// `server.address` and `server.port` from an authority such as `example.com:8443`.
 pub(crate) fn split_authority(authority: &str) -> (String, Option<u16>) {
     if let Some(rest) = authority.strip_prefix('[') {

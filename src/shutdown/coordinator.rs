@@ -196,11 +196,7 @@ impl Shared {
 
     /// What triggered the shutdown, when, and the exit code if the sequence completes.
     pub(super) fn trigger_cause(&self) -> (String, Instant, i32) {
-        let state = self.lock();
-        match &state.trigger {
-            Some(t) => (t.cause.clone(), t.at, t.exit_code),
-            None => (String::from("unknown"), Instant::now(), 0),
-        }
+        trigger_of(&self.lock())
     }
 
     /// Arms the drain timer; the receiver resolves when it ends.
@@ -389,10 +385,7 @@ impl Shared {
     /// The report when the process is ended early, from the state at that moment.
     pub(super) fn partial_report(&self) -> ShutdownReport {
         let state = self.lock();
-        let (cause, at) = match &state.trigger {
-            Some(t) => (t.cause.clone(), t.at),
-            None => (String::from("unknown"), Instant::now()),
-        };
+        let (cause, at, _) = trigger_of(&state);
         let mut steps = state.finished.clone();
         for name in state.step_names.iter().skip(steps.len()) {
             steps.push(StepReport {
@@ -407,6 +400,13 @@ impl Shared {
             elapsed: at.elapsed(),
             exit_code: 1,
         }
+    }
+}
+
+fn trigger_of(state: &State) -> (String, Instant, i32) {
+    match &state.trigger {
+        Some(t) => (t.cause.clone(), t.at, t.exit_code),
+        None => (String::from("unknown"), Instant::now(), 0),
     }
 }
 
