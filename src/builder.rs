@@ -67,6 +67,7 @@ pub struct TelemetryBuilder {
     lookup: Lookup,
     flush_timeout: Duration,
     panic_hook: bool,
+    export_report_interval: Duration,
 }
 
 impl Default for TelemetryBuilder {
@@ -77,6 +78,7 @@ impl Default for TelemetryBuilder {
             lookup: Box::new(crate::config::env_lookup),
             flush_timeout: DEFAULT_FLUSH_TIMEOUT,
             panic_hook: true,
+            export_report_interval: export::DEFAULT_EXPORT_REPORT_INTERVAL,
         }
     }
 }
@@ -154,6 +156,15 @@ impl TelemetryBuilder {
         self
     }
 
+    /// Shortest interval between two warnings about one signal's failing exports or full
+    /// queue. Default [`DEFAULT_EXPORT_REPORT_INTERVAL`](crate::DEFAULT_EXPORT_REPORT_INTERVAL)
+    /// (30 s): the first failure is logged at once, then at most one summary per interval with
+    /// the counts of failed exports and lost items.
+    pub fn export_report_interval(mut self, interval: Duration) -> Self {
+        self.export_report_interval = interval;
+        self
+    }
+
     /// Leaves the panic hook alone. By default a hook logs each panic as one `error` line and
     /// then calls the hook that was installed before.
     pub fn without_panic_hook(mut self) -> Self {
@@ -209,7 +220,7 @@ impl TelemetryBuilder {
     fn assemble(&self) -> Parts {
         let (config, warnings) = self.config();
         let resource = crate::resource::build(&config);
-        let (pipelines, problems) = export::build(&config, &resource);
+        let (pipelines, problems) = export::build(&config, &resource, self.export_report_interval);
         let logs_open = Arc::new(AtomicBool::new(true));
         let dispatch =
             subscriber(&config, &pipelines, self.writer.clone(), logs_open.clone()).into();
@@ -230,6 +241,7 @@ impl TelemetryBuilder {
             meter_provider: parts.pipelines.meter_provider,
             logger_provider: parts.pipelines.logger_provider,
             runtime: Mutex::new(parts.pipelines.runtime),
+            ledgers: parts.pipelines.ledgers,
             writer: self.writer.clone(),
             flush_timeout: self.flush_timeout,
             shut_down: AtomicBool::new(false),
@@ -269,6 +281,7 @@ impl TelemetryBuilder {
             meter_provider: None,
             logger_provider: None,
             runtime: Mutex::new(None),
+            ledgers: Vec::new(),
             writer: self.writer.clone(),
             flush_timeout: self.flush_timeout,
             shut_down: AtomicBool::new(false),
@@ -301,7 +314,7 @@ pub(crate) fn subscriber(
     Registry::default()
         .with(filter)
         .with(spans)
-        .with(JsonLayer::new(writer))
+        .with(JsonLayer::new(writer, config.logs.value_length_limit))
         .with(log_records)
 }
 

@@ -179,6 +179,60 @@ pub struct SignalConfig {
     pub timeout: Option<Duration>,
     /// Request compression.
     pub compression: Compression,
+    /// Queue, batch and schedule of the exports (`OTEL_BSP_*`, `OTEL_BLRP_*`,
+    /// `OTEL_METRIC_EXPORT_*`).
+    pub batch: Batching,
+    /// Longest string value, in characters, in an exported span or log record; longer ones
+    /// are cut (`OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT`,
+    /// `OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT`, `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`;
+    /// default [`DEFAULT_VALUE_LENGTH_LIMIT`]). For logs it also bounds each value in the
+    /// JSON lines, counted in bytes there.
+    pub value_length_limit: usize,
+}
+
+/// Default longest string value. The specification sets no limit; a bound keeps one
+/// megabyte-sized field from occupying a queue slot (and memory) a thousand times over.
+pub const DEFAULT_VALUE_LENGTH_LIMIT: usize = 32 * 1024;
+
+/// How one signal is queued and batched before export.
+///
+/// For metrics only `schedule_delay` (the export interval, `OTEL_METRIC_EXPORT_INTERVAL`) and
+/// `export_timeout` apply: metrics are aggregated in place, never queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Batching {
+    /// Most items waiting for export; beyond it new items are dropped and counted
+    /// (`OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BLRP_MAX_QUEUE_SIZE`, default 2048).
+    pub max_queue_size: usize,
+    /// Most items per export request, at most `max_queue_size` (default 512).
+    pub max_export_batch_size: usize,
+    /// Longest wait between two exports (default 5 s for spans, 1 s for log records, 60 s
+    /// for metrics).
+    pub schedule_delay: Duration,
+    /// Bound on one whole export (`OTEL_BSP_EXPORT_TIMEOUT`, `OTEL_BLRP_EXPORT_TIMEOUT`,
+    /// `OTEL_METRIC_EXPORT_TIMEOUT`, default 30 s); the shorter of it and the OTLP timeout
+    /// applies.
+    pub export_timeout: Duration,
+}
+
+/// Largest accepted queue: at a few hundred bytes to a few KiB per span, a bigger queue
+/// could hold gigabytes while a collector is down.
+pub const MAX_QUEUE_SIZE: usize = 1 << 20;
+
+impl Batching {
+    /// The spec's defaults for `signal`.
+    pub fn default_for(signal: Signal) -> Batching {
+        Batching {
+            max_queue_size: 2048,
+            max_export_batch_size: 512,
+            schedule_delay: match signal {
+                Signal::Traces => Duration::from_secs(5),
+                Signal::Metrics => Duration::from_secs(60),
+                Signal::Logs => Duration::from_secs(1),
+            },
+            export_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 impl SignalConfig {
@@ -187,9 +241,12 @@ impl SignalConfig {
         self.otlp || self.console
     }
 
-    /// The per-export timeout to give the transport: "no limit" becomes 24 hours.
+    /// The per-export timeout to give the transport: the shorter of the OTLP timeout ("no
+    /// limit" becomes 24 hours) and the batch export timeout.
     pub fn export_timeout(&self) -> Duration {
-        self.timeout.unwrap_or(NO_LIMIT)
+        self.timeout
+            .unwrap_or(NO_LIMIT)
+            .min(self.batch.export_timeout)
     }
 }
 

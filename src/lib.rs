@@ -17,6 +17,7 @@ mod telemetry;
 pub use builder::{ScopedTelemetry, TelemetryBuilder};
 pub use config::{Config, ConfigWarning, ShutdownConfig, Signal};
 pub use error::{FlushError, InitError};
+pub use export::{DEFAULT_EXPORT_REPORT_INTERVAL, ExportStats, SignalStats};
 pub use logs::{LogWriter, MemoryWriter, Stdout};
 pub use shutdown::{Shutdown, ShutdownHandle};
 pub use telemetry::{DEFAULT_FLUSH_TIMEOUT, Telemetry};

@@ -13,6 +13,7 @@ use tokio::runtime::Runtime;
 use crate::builder::TelemetryBuilder;
 use crate::config::{Config, Signal};
 use crate::error::FlushError;
+use crate::export::{ExportStats, Ledger, SignalStats};
 use crate::logs::LogWriter;
 
 /// Default bound for flushing everything when the guard is dropped.
@@ -32,6 +33,7 @@ pub(crate) struct Inner {
     pub(crate) meter_provider: Option<SdkMeterProvider>,
     pub(crate) logger_provider: Option<SdkLoggerProvider>,
     pub(crate) runtime: Mutex<Option<Runtime>>,
+    pub(crate) ledgers: Vec<Arc<Ledger>>,
     pub(crate) writer: Arc<dyn LogWriter>,
     pub(crate) flush_timeout: Duration,
     pub(crate) shut_down: AtomicBool,
@@ -69,6 +71,22 @@ impl Telemetry {
     /// The configuration in effect.
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// What the OTLP pipelines did since `init`: items exported, lost in failed exports,
+    /// dropped at a full queue, and still queued. All zero for a signal that is not exported
+    /// over OTLP.
+    pub fn export_stats(&self) -> ExportStats {
+        let mut stats = ExportStats::default();
+        for ledger in &self.inner.ledgers {
+            let s: SignalStats = ledger.stats();
+            match ledger.signal() {
+                Signal::Traces => stats.traces = s,
+                Signal::Metrics => stats.metrics = s,
+                Signal::Logs => stats.logs = s,
+            }
+        }
+        stats
     }
 
     /// Exports everything buffered so far, waiting at most the shutdown timeout in total.
@@ -121,6 +139,9 @@ impl Inner {
         }
         self.logs_open.store(false, Ordering::Relaxed);
         let result = self.run_bounded(Op::Shutdown, timeout);
+        for ledger in &self.ledgers {
+            ledger.log_totals();
+        }
         if let Some(runtime) = self
             .runtime
             .lock()

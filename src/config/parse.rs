@@ -5,9 +5,9 @@ use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
 use super::{
-    Compression, Config, ConfigWarning, DEFAULT_EXPORT_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, Defaults,
-    Headers, MAX_SHUTDOWN, NO_LIMIT, Propagator, Protocol, Sampler, ShutdownConfig, Signal,
-    SignalConfig,
+    Batching, Compression, Config, ConfigWarning, DEFAULT_EXPORT_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_VALUE_LENGTH_LIMIT, Defaults, Headers, MAX_QUEUE_SIZE, MAX_SHUTDOWN, NO_LIMIT,
+    Propagator, Protocol, Sampler, ShutdownConfig, Signal, SignalConfig,
 };
 
 /// Longest value quoted back in a warning; the rest is elided so a huge variable cannot flood
@@ -355,6 +355,108 @@ fn resolve_signal(env: &mut Env<'_>, signal: Signal) -> SignalConfig {
         headers,
         timeout,
         compression,
+        batch: resolve_batching(env, signal),
+        value_length_limit: resolve_value_length_limit(env, signal),
+    }
+}
+
+/// Precedence: the per-signal variable, `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`, the default.
+fn resolve_value_length_limit(env: &mut Env<'_>, signal: Signal) -> usize {
+    const GENERIC: &str = "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT";
+    let names: &[&str] = match signal {
+        Signal::Traces => &["OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", GENERIC],
+        Signal::Logs => &["OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT", GENERIC],
+        Signal::Metrics => &[GENERIC],
+    };
+    env.first(
+        names,
+        &|_| format!("the default ({DEFAULT_VALUE_LENGTH_LIMIT})"),
+        |raw| match raw.parse::<u64>() {
+            Ok(0) => Err("must be at least 1".to_owned()),
+            Ok(n) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+            Err(_) => Err(not_a_count(raw, "characters")),
+        },
+    )
+    .map_or(DEFAULT_VALUE_LENGTH_LIMIT, |(n, _)| n)
+}
+
+/// Each variable on its own: the variable, then the spec default. The SDK reads these too, but
+/// without bounds (a queue of 10^12 would be allocated up front and abort the process) and
+/// without warnings, so the resolved values are always passed to it explicitly.
+fn resolve_batching(env: &mut Env<'_>, signal: Signal) -> Batching {
+    let defaults = Batching::default_for(signal);
+    let (prefix, delay_var) = match signal {
+        Signal::Traces => ("OTEL_BSP_", "OTEL_BSP_SCHEDULE_DELAY"),
+        Signal::Logs => ("OTEL_BLRP_", "OTEL_BLRP_SCHEDULE_DELAY"),
+        Signal::Metrics => ("OTEL_METRIC_", "OTEL_METRIC_EXPORT_INTERVAL"),
+    };
+    let millis = |env: &mut Env<'_>, var: &str, default: Duration| {
+        env.first(
+            &[var],
+            &|_| format!("the default ({} ms)", default.as_millis()),
+            |raw| match raw.parse::<u64>() {
+                Ok(0) => Err("must be at least 1 ms".to_owned()),
+                Ok(ms) if Duration::from_millis(ms) > NO_LIMIT => {
+                    Err("longer than a day".to_owned())
+                }
+                Ok(ms) => Ok(Duration::from_millis(ms)),
+                Err(_) => Err(not_a_count(raw, "milliseconds")),
+            },
+        )
+        .map_or(default, |(d, _)| d)
+    };
+    let schedule_delay = millis(env, delay_var, defaults.schedule_delay);
+    let export_timeout = millis(
+        env,
+        &format!("{prefix}EXPORT_TIMEOUT"),
+        defaults.export_timeout,
+    );
+    if signal == Signal::Metrics {
+        return Batching {
+            schedule_delay,
+            export_timeout,
+            ..defaults
+        };
+    }
+    let count = |env: &mut Env<'_>, var: &str, default: usize, max: usize| {
+        env.first(
+            &[var],
+            &|_| format!("the default ({default})"),
+            |raw| match raw.parse::<u64>() {
+                Ok(0) => Err("must be at least 1".to_owned()),
+                Ok(n) if n > max as u64 => Err(format!("larger than the maximum ({max})")),
+                Ok(n) => Ok(n as usize),
+                Err(_) => Err(not_a_count(raw, "items")),
+            },
+        )
+        .map_or(default, |(n, _)| n)
+    };
+    let max_queue_size = count(
+        env,
+        &format!("{prefix}MAX_QUEUE_SIZE"),
+        defaults.max_queue_size,
+        MAX_QUEUE_SIZE,
+    );
+    let batch_var = format!("{prefix}MAX_EXPORT_BATCH_SIZE");
+    let max_export_batch_size = count(
+        env,
+        &batch_var,
+        defaults.max_export_batch_size.min(max_queue_size),
+        max_queue_size,
+    );
+    Batching {
+        max_queue_size,
+        max_export_batch_size,
+        schedule_delay,
+        export_timeout,
+    }
+}
+
+fn not_a_count(raw: &str, unit: &str) -> String {
+    if raw.starts_with('-') && raw[1..].bytes().all(|b| b.is_ascii_digit()) {
+        "negative number".to_owned()
+    } else {
+        format!("not a whole number of {unit}")
     }
 }
 

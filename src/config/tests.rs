@@ -176,6 +176,21 @@ const ALL_VARIABLES: &[&str] = &[
     "LOG_LEVEL",
     "RUST_LOG",
     "OTEL_LOG_LEVEL",
+    "SHUTDOWN_TIMEOUT_MS",
+    "SHUTDOWN_DRAIN_DELAY_MS",
+    "OTEL_BSP_SCHEDULE_DELAY",
+    "OTEL_BSP_EXPORT_TIMEOUT",
+    "OTEL_BSP_MAX_QUEUE_SIZE",
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+    "OTEL_BLRP_SCHEDULE_DELAY",
+    "OTEL_BLRP_EXPORT_TIMEOUT",
+    "OTEL_BLRP_MAX_QUEUE_SIZE",
+    "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE",
+    "OTEL_METRIC_EXPORT_INTERVAL",
+    "OTEL_METRIC_EXPORT_TIMEOUT",
+    "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+    "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+    "OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT",
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -2203,6 +2218,19 @@ fn assert_usable(config: &Config, context: &str) {
         if let Some(t) = s.timeout {
             assert!(t > Duration::ZERO, "{context}");
         }
+        let b = s.batch;
+        assert!(
+            (1..=MAX_QUEUE_SIZE).contains(&b.max_queue_size),
+            "{context}: {b:?}"
+        );
+        assert!(
+            (1..=b.max_queue_size).contains(&b.max_export_batch_size),
+            "{context}: {b:?}"
+        );
+        assert!(b.schedule_delay >= Duration::from_millis(1), "{context}");
+        assert!(b.export_timeout >= Duration::from_millis(1), "{context}");
+        assert!(s.export_timeout() > Duration::ZERO, "{context}");
+        assert!(s.value_length_limit >= 1, "{context}");
     }
     match config.sampler {
         Sampler::TraceIdRatio(r) | Sampler::ParentBasedTraceIdRatio(r) => {
@@ -2468,4 +2496,137 @@ fn shutdown_config_from_lookup_is_the_same_resolver() {
     let capped = ShutdownConfig::new(Duration::ZERO, Duration::from_secs(9));
     assert_eq!(capped.timeout, Duration::from_millis(1));
     assert!(capped.drain_delay < capped.timeout);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batching and value limits
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn batching_defaults_follow_the_spec_per_signal() {
+    let (config, warnings) = resolve(&[]);
+    assert_no_warnings(&warnings, "empty env");
+    assert_eq!(config.traces.batch, Batching::default_for(Signal::Traces));
+    assert_eq!(config.traces.batch.schedule_delay, Duration::from_secs(5));
+    assert_eq!(config.logs.batch.schedule_delay, Duration::from_secs(1));
+    assert_eq!(config.metrics.batch.schedule_delay, Duration::from_secs(60));
+    assert_eq!(config.logs.batch.max_queue_size, 2048);
+    assert_eq!(config.traces.batch.max_export_batch_size, 512);
+    assert_eq!(config.traces.value_length_limit, DEFAULT_VALUE_LENGTH_LIMIT);
+    // The OTLP timeout (10 s) is the shorter bound.
+    assert_eq!(config.traces.export_timeout(), Duration::from_secs(10));
+}
+
+#[test]
+fn batching_variables_apply_to_their_own_signal() {
+    let (config, warnings) = resolve(&[
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "100"),
+        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "10"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "250"),
+        ("OTEL_BSP_EXPORT_TIMEOUT", "2000"),
+        ("OTEL_BLRP_MAX_QUEUE_SIZE", "50"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "1500"),
+        ("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "64"),
+        ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "128"),
+    ]);
+    assert_no_warnings(&warnings, "valid batching");
+    let t = config.traces.batch;
+    assert_eq!(
+        (t.max_queue_size, t.max_export_batch_size, t.schedule_delay),
+        (100, 10, Duration::from_millis(250))
+    );
+    assert_eq!(config.traces.export_timeout(), Duration::from_secs(2));
+    assert_eq!(config.logs.batch.max_queue_size, 50);
+    assert_eq!(
+        config.logs.batch.max_export_batch_size, 50,
+        "capped at the queue"
+    );
+    assert_eq!(config.logs.batch.schedule_delay, Duration::from_secs(1));
+    assert_eq!(
+        config.metrics.batch.schedule_delay,
+        Duration::from_millis(1500)
+    );
+    assert_eq!(config.traces.value_length_limit, 64);
+    assert_eq!(config.logs.value_length_limit, 128);
+}
+
+#[test]
+fn invalid_batching_values_warn_and_use_the_default() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "0", "at least 1"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "1000000000000", "maximum"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "-5", "negative"),
+        ("OTEL_BLRP_MAX_QUEUE_SIZE", "lots", "whole number"),
+        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4096", "maximum (2048)"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "0", "at least 1 ms"),
+        ("OTEL_BLRP_SCHEDULE_DELAY", "5s", "whole number"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "-1", "negative"),
+        (
+            "OTEL_METRIC_EXPORT_TIMEOUT",
+            "99999999999999",
+            "longer than a day",
+        ),
+        ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "0", "at least 1"),
+        (
+            "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+            "big",
+            "whole number",
+        ),
+    ];
+    for (var, value, reason) in cases {
+        let (config, warnings) = resolve(&[(var, value)]);
+        let w = only_warning_about(&warnings, var, value);
+        assert_eq!(warnings.len(), 1, "{var}={value}: {warnings:?}");
+        assert_eq!(w.value, *value);
+        assert!(w.reason.contains(reason), "{var}={value}: {w:?}");
+        assert!(w.used_instead.contains("default"), "{var}={value}: {w:?}");
+        assert_usable(&config, &format!("{var}={value}"));
+        assert_eq!(config.traces.batch, Batching::default_for(Signal::Traces));
+        assert_eq!(config.logs.batch, Batching::default_for(Signal::Logs));
+    }
+}
+
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Values chosen to hit parser edges, mixed with arbitrary unicode.
+    fn hostile_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[ -~]{0,40}",
+            "[=,%;: ]{0,12}",
+            "-?[0-9]{1,25}",
+            "(http|https|grpc)://[a-z0-9.:\\[\\]%@/?#=,]{0,30}",
+            "([a-zA-Z0-9_.-]{0,8}=[^,]{0,8},?){0,6}",
+            proptest::sample::select(weird_values()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Any subset of the variables, each with any value: resolution never panics, the
+        /// result is usable and every warning names a variable the crate reads, with a
+        /// bounded value.
+        #[test]
+        fn any_environment_resolves_to_a_usable_config(
+            vars in proptest::collection::btree_map(
+                proptest::sample::select(ALL_VARIABLES.to_vec()),
+                hostile_value(),
+                0..ALL_VARIABLES.len(),
+            ),
+            export_on in any::<bool>(),
+        ) {
+            let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let defaults = Defaults { export_enabled: export_on, ..Defaults::default() };
+            let (config, warnings) = resolve_with(&defaults, &pairs);
+            assert_usable(&config, &format!("{pairs:?}"));
+            assert_warnings_bounded(&warnings, &format!("{pairs:?}"));
+            // A variable whose value was rejected is always reported.
+            for w in &warnings {
+                prop_assert!(vars.contains_key(w.variable.as_str()), "{:?}", w);
+            }
+        }
+    }
 }

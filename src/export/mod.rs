@@ -3,10 +3,15 @@
 //! Building never fails: a pipeline that cannot be built is left out and reported as an
 //! [`ExportProblem`], which `init` logs as one warning once the logger is up.
 
+mod accounting;
 #[cfg(any(feature = "grpc", feature = "http"))]
 mod bounded;
 mod console;
 mod otlp;
+mod pipeline;
+
+pub(crate) use accounting::Ledger;
+pub use accounting::{DEFAULT_EXPORT_REPORT_INTERVAL, ExportStats, SignalStats};
 
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::{LoggerProviderBuilder, SdkLoggerProvider};
@@ -18,6 +23,10 @@ use crate::config::{Config, Protocol, Sampler, Signal, SignalConfig};
 #[cfg(any(feature = "grpc", feature = "http"))]
 use bounded::OnRuntime;
 use console::Console;
+#[cfg_attr(not(any(feature = "grpc", feature = "http")), allow(unused_imports))]
+use pipeline::{Accounted, AdmittedLogs, AdmittedSpans};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Why one signal's exporter could not be built; the signal falls back to no-op.
 #[derive(Debug, Clone)]
@@ -32,10 +41,17 @@ pub(crate) struct Pipelines {
     pub(crate) meter_provider: Option<SdkMeterProvider>,
     pub(crate) logger_provider: Option<SdkLoggerProvider>,
     pub(crate) runtime: Option<Runtime>,
+    /// One per OTLP pipeline that was built.
+    pub(crate) ledgers: Vec<Arc<Ledger>>,
 }
 
-pub(crate) fn build(config: &Config, resource: &Resource) -> (Pipelines, Vec<ExportProblem>) {
+pub(crate) fn build(
+    config: &Config,
+    resource: &Resource,
+    report_interval: Duration,
+) -> (Pipelines, Vec<ExportProblem>) {
     let mut problems = Vec::new();
+    let mut ledgers = Vec::new();
     let runtime = if needs_runtime(config) {
         match export_runtime() {
             Ok(rt) => Some(rt),
@@ -57,26 +73,54 @@ pub(crate) fn build(config: &Config, resource: &Resource) -> (Pipelines, Vec<Exp
         .with_resource(resource.clone());
     // The tracer provider exists even with nothing to export: it mints the ids of log lines.
     if config.exports(Signal::Traces) {
-        traces = add_traces(traces, &config.traces, handle, &mut problems).0;
+        traces = add_traces(
+            traces,
+            &config.traces,
+            handle,
+            &mut problems,
+            &mut ledgers,
+            report_interval,
+        )
+        .0;
     }
 
     let meter_provider = config.exports(Signal::Metrics).then(|| {
         let builder = SdkMeterProvider::builder().with_resource(resource.clone());
-        let (builder, ok) = add_metrics(builder, &config.metrics, handle, &mut problems);
+        let (builder, ok) = add_metrics(
+            builder,
+            &config.metrics,
+            handle,
+            &mut problems,
+            &mut ledgers,
+            report_interval,
+        );
         ok.then(|| builder.build())
     });
 
     let logger_provider = config.exports(Signal::Logs).then(|| {
         let builder = SdkLoggerProvider::builder().with_resource(resource.clone());
-        let (builder, ok) = add_logs(builder, &config.logs, handle, &mut problems);
+        let (builder, ok) = add_logs(
+            builder,
+            &config.logs,
+            handle,
+            &mut problems,
+            &mut ledgers,
+            report_interval,
+        );
         ok.then(|| builder.build())
     });
+
+    if let Some(Some(provider)) = &meter_provider {
+        use opentelemetry::metrics::MeterProvider as _;
+        accounting::register_metrics(&provider.meter("service-telemetry"), &ledgers);
+    }
 
     let pipelines = Pipelines {
         tracer_provider: traces.build(),
         meter_provider: meter_provider.flatten(),
         logger_provider: logger_provider.flatten(),
         runtime,
+        ledgers,
     };
     (pipelines, problems)
 }
@@ -151,7 +195,8 @@ macro_rules! otlp_exporter {
     }};
 }
 
-/// Adds the configured exporters to one provider builder; returns whether any was added.
+/// Adds the OTLP exporter (accounted, behind an admission check) and the console exporter of
+/// one signal to its provider builder; returns whether any was added.
 macro_rules! add_exporters {
     ($name:ident, $builder:ty, $signal:expr, $exporter:ty, $add:ident) => {
         fn $name(
@@ -159,6 +204,8 @@ macro_rules! add_exporters {
             config: &SignalConfig,
             handle: Option<&Handle>,
             problems: &mut Vec<ExportProblem>,
+            ledgers: &mut Vec<Arc<Ledger>>,
+            report_interval: Duration,
         ) -> ($builder, bool) {
             let mut added = false;
             if config.otlp {
@@ -168,7 +215,18 @@ macro_rules! add_exporters {
                         otlp_exporter!($exporter, config, handle);
                     match built {
                         Ok(exporter) => {
-                            builder = builder.$add(exporter);
+                            let ledger = Ledger::new(
+                                $signal,
+                                queue_capacity($signal, config),
+                                report_interval,
+                            );
+                            builder = $add(
+                                builder,
+                                Accounted::new(exporter, ledger.clone()),
+                                config,
+                                Some(ledger.clone()),
+                            );
+                            ledgers.push(ledger);
                             added = true;
                         }
                         Err(cause) => problems.push(ExportProblem {
@@ -179,7 +237,7 @@ macro_rules! add_exporters {
                 }
                 #[cfg(not(any(feature = "grpc", feature = "http")))]
                 {
-                    let _ = handle;
+                    let _ = (handle, &ledgers, report_interval);
                     let cause = otlp::preflight(config)
                         .err()
                         .unwrap_or_else(|| "no OTLP transport is compiled in".into());
@@ -190,7 +248,7 @@ macro_rules! add_exporters {
                 }
             }
             if config.console {
-                builder = builder.$add(Console);
+                builder = $add(builder, Console, config, None);
                 added = true;
             }
             (builder, added)
@@ -198,24 +256,93 @@ macro_rules! add_exporters {
     };
 }
 
+fn queue_capacity(signal: Signal, config: &SignalConfig) -> usize {
+    match signal {
+        Signal::Metrics => 0,
+        _ => config.batch.max_queue_size,
+    }
+}
+
+fn with_spans(
+    builder: TracerProviderBuilder,
+    exporter: impl opentelemetry_sdk::trace::SpanExporter + 'static,
+    config: &SignalConfig,
+    ledger: Option<Arc<Ledger>>,
+) -> TracerProviderBuilder {
+    use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor};
+    let batch = BatchConfigBuilder::default()
+        .with_max_queue_size(config.batch.max_queue_size)
+        .with_max_export_batch_size(config.batch.max_export_batch_size)
+        .with_scheduled_delay(config.batch.schedule_delay)
+        .build();
+    let processor = BatchSpanProcessor::builder(exporter)
+        .with_batch_config(batch)
+        .build();
+    match ledger {
+        Some(ledger) => builder.with_span_processor(AdmittedSpans::new(
+            processor,
+            ledger,
+            config.value_length_limit,
+        )),
+        None => builder.with_span_processor(processor),
+    }
+}
+
+fn with_logs(
+    builder: LoggerProviderBuilder,
+    exporter: impl opentelemetry_sdk::logs::LogExporter + 'static,
+    config: &SignalConfig,
+    ledger: Option<Arc<Ledger>>,
+) -> LoggerProviderBuilder {
+    use opentelemetry_sdk::logs::{BatchConfigBuilder, BatchLogProcessor};
+    let batch = BatchConfigBuilder::default()
+        .with_max_queue_size(config.batch.max_queue_size)
+        .with_max_export_batch_size(config.batch.max_export_batch_size)
+        .with_scheduled_delay(config.batch.schedule_delay)
+        .build();
+    let processor = BatchLogProcessor::builder(exporter)
+        .with_batch_config(batch)
+        .build();
+    match ledger {
+        Some(ledger) => builder.with_log_processor(AdmittedLogs::new(
+            processor,
+            ledger,
+            config.value_length_limit,
+        )),
+        None => builder.with_log_processor(processor),
+    }
+}
+
+fn with_metrics(
+    builder: MeterProviderBuilder,
+    exporter: impl opentelemetry_sdk::metrics::exporter::PushMetricExporter + 'static,
+    config: &SignalConfig,
+    _ledger: Option<Arc<Ledger>>,
+) -> MeterProviderBuilder {
+    let reader = opentelemetry_sdk::metrics::PeriodicReader::builder(exporter)
+        .with_interval(config.batch.schedule_delay)
+        .build();
+    builder.with_reader(reader)
+}
+
 add_exporters!(
     add_traces,
     TracerProviderBuilder,
     Signal::Traces,
     opentelemetry_otlp::SpanExporter,
-    with_batch_exporter
+    with_spans
 );
 add_exporters!(
     add_metrics,
     MeterProviderBuilder,
     Signal::Metrics,
     opentelemetry_otlp::MetricExporter,
-    with_periodic_exporter
+    with_metrics
 );
 add_exporters!(
     add_logs,
     LoggerProviderBuilder,
     Signal::Logs,
     opentelemetry_otlp::LogExporter,
-    with_batch_exporter
+    with_logs
 );

@@ -44,24 +44,84 @@ pub(crate) fn quoted_into(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// A `fmt::Write` that escapes everything written through it, so `Debug` and `Display`
-/// output goes into the line without a temporary `String`.
-pub(crate) struct Escaper<'a>(pub(crate) &'a mut String);
+/// Appends a value's `Debug` form as a quoted JSON string of at most `limit` bytes of content
+/// before escaping.
+#[inline]
+pub(crate) fn debug_quoted_into(out: &mut String, value: &dyn fmt::Debug, limit: usize) {
+    display_or_debug_quoted_into(out, format_args!("{value:?}"), limit)
+}
 
-impl fmt::Write for Escaper<'_> {
-    #[inline]
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        escape_into(self.0, s);
-        Ok(())
+/// Appends formatted text as a quoted JSON string, cut like [`quoted_bounded_into`].
+pub(crate) fn display_or_debug_quoted_into(
+    out: &mut String,
+    args: fmt::Arguments<'_>,
+    limit: usize,
+) {
+    use fmt::Write;
+    out.push('"');
+    let mut bounded = BoundedEscaper::new(out, limit);
+    // A Debug impl that returns Err leaves what it wrote so far; the line stays valid JSON.
+    let _ = bounded.write_fmt(args);
+    bounded.finish();
+    out.push('"');
+}
+
+/// Appends `s` as a quoted JSON string; beyond `limit` bytes it is cut on a character boundary
+/// and ends with a note of how many bytes were left out.
+#[inline]
+pub(crate) fn quoted_bounded_into(out: &mut String, s: &str, limit: usize) {
+    if s.len() <= limit {
+        return quoted_into(out, s);
+    }
+    out.push('"');
+    let mut bounded = BoundedEscaper::new(out, limit);
+    let _ = fmt::Write::write_str(&mut bounded, s);
+    bounded.finish();
+    out.push('"');
+}
+
+/// A `fmt::Write` that escapes what is written through it into the line, with no temporary
+/// `String`, and stops after `left` bytes, counting the rest.
+pub(crate) struct BoundedEscaper<'a> {
+    out: &'a mut String,
+    left: usize,
+    omitted: usize,
+}
+
+impl<'a> BoundedEscaper<'a> {
+    pub(crate) fn new(out: &'a mut String, limit: usize) -> Self {
+        BoundedEscaper {
+            out,
+            left: limit,
+            omitted: 0,
+        }
+    }
+
+    /// Appends the truncation note, if anything was left out.
+    pub(crate) fn finish(self) {
+        if self.omitted > 0 {
+            self.out.push_str("...[truncated ");
+            self.out.push_str(itoa::Buffer::new().format(self.omitted));
+            self.out.push_str(" bytes]");
+        }
     }
 }
 
-/// Appends a value's `Debug` form as a quoted JSON string.
-#[inline]
-pub(crate) fn debug_quoted_into(out: &mut String, value: &dyn fmt::Debug) {
-    use fmt::Write;
-    out.push('"');
-    // A Debug impl that returns Err leaves what it wrote so far; the line stays valid JSON.
-    let _ = write!(Escaper(out), "{value:?}");
-    out.push('"');
+impl fmt::Write for BoundedEscaper<'_> {
+    #[inline]
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if s.len() <= self.left {
+            self.left -= s.len();
+            escape_into(self.out, s);
+            return Ok(());
+        }
+        let mut cut = self.left;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        escape_into(self.out, &s[..cut]);
+        self.omitted += s.len() - cut;
+        self.left = 0;
+        Ok(())
+    }
 }

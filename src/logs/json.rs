@@ -15,7 +15,9 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
-use super::escape::{debug_quoted_into, escape_into, quoted_into};
+use super::escape::{
+    debug_quoted_into, display_or_debug_quoted_into, escape_into, quoted_bounded_into, quoted_into,
+};
 use super::time::write_timestamp;
 use super::writer::LogWriter;
 
@@ -31,6 +33,18 @@ const RESERVED: &[&str] = &[
     "spans",
 ];
 
+/// The SDK's line-per-failed-batch errors. The export ledger counts every failure and logs a
+/// few summaries a minute instead, so these would only flood the log while a collector is down.
+const REPLACED_SDK_EVENTS: &[&str] = &[
+    "BatchSpanProcessor.ExportError",
+    "BatchLogProcessor.ExportError",
+    "PeriodicReader.ExportError",
+];
+
+fn replaced_by_ledger(meta: &tracing::Metadata<'_>) -> bool {
+    meta.target().starts_with("opentelemetry") && REPLACED_SDK_EVENTS.contains(&meta.name())
+}
+
 /// Lines longer than this are not kept in the thread's reusable buffer, so one huge event
 /// does not pin megabytes per thread.
 const KEEP_BUFFER_BYTES: usize = 64 * 1024;
@@ -39,13 +53,16 @@ const KEEP_BUFFER_BYTES: usize = 64 * 1024;
 pub(crate) struct JsonLayer {
     writer: Arc<dyn LogWriter>,
     dispatch: OnceLock<WeakDispatch>,
+    /// Longest value (message, field) in bytes; longer ones are cut with a note.
+    value_limit: usize,
 }
 
 impl JsonLayer {
-    pub(crate) fn new(writer: Arc<dyn LogWriter>) -> Self {
+    pub(crate) fn new(writer: Arc<dyn LogWriter>, value_limit: usize) -> Self {
         JsonLayer {
             writer,
             dispatch: OnceLock::new(),
+            value_limit,
         }
     }
 }
@@ -78,7 +95,7 @@ where
     ) {
         let Some(span) = ctx.span(id) else { return };
         let mut rendered = String::new();
-        attrs.record(&mut FieldWriter::for_span(&mut rendered));
+        attrs.record(&mut FieldWriter::for_span(&mut rendered, self.value_limit));
         span.extensions_mut().insert(SpanFields(rendered));
     }
 
@@ -91,11 +108,14 @@ where
         let Some(span) = ctx.span(id) else { return };
         let mut extensions = span.extensions_mut();
         if let Some(SpanFields(rendered)) = extensions.get_mut::<SpanFields>() {
-            values.record(&mut FieldWriter::for_span(rendered));
+            values.record(&mut FieldWriter::for_span(rendered, self.value_limit));
         }
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if replaced_by_ledger(event.metadata()) {
+            return;
+        }
         let now = SystemTime::now();
         // A log call made while this thread is already formatting (a Debug impl that logs)
         // gets a fresh buffer instead of a RefCell panic.
@@ -144,7 +164,7 @@ impl JsonLayer {
         line.push_str("\",\"level\":\"");
         line.push_str(level_str(meta.level()));
         line.push_str("\",\"message\":");
-        let mut visitor = FieldWriter::for_event(fields, line);
+        let mut visitor = FieldWriter::for_event(fields, line, self.value_limit);
         visitor.skip_log_fields = from_log;
         event.record(&mut visitor);
         if !visitor.message_written {
@@ -227,10 +247,11 @@ struct FieldWriter<'a> {
     leading_comma: bool,
     /// Drop the `log.*` fields of a normalized `log` record (they are in the metadata).
     skip_log_fields: bool,
+    limit: usize,
 }
 
 impl<'a> FieldWriter<'a> {
-    fn for_span(out: &'a mut String) -> Self {
+    fn for_span(out: &'a mut String, limit: usize) -> Self {
         let leading_comma = !out.is_empty();
         FieldWriter {
             out,
@@ -238,16 +259,18 @@ impl<'a> FieldWriter<'a> {
             message_written: false,
             leading_comma,
             skip_log_fields: false,
+            limit,
         }
     }
 
-    fn for_event(out: &'a mut String, message: &'a mut String) -> Self {
+    fn for_event(out: &'a mut String, message: &'a mut String, limit: usize) -> Self {
         FieldWriter {
             out,
             message: Some(message),
             message_written: false,
             leading_comma: true,
             skip_log_fields: false,
+            limit,
         }
     }
 
@@ -287,14 +310,16 @@ impl Visit for FieldWriter<'_> {
         if self.skips(field) {
             return;
         }
-        debug_quoted_into(self.key(field), value);
+        let limit = self.limit;
+        debug_quoted_into(self.key(field), value, limit);
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
         if self.skips(field) {
             return;
         }
-        quoted_into(self.key(field), value);
+        let limit = self.limit;
+        quoted_bounded_into(self.key(field), value, limit);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
@@ -350,16 +375,27 @@ impl Visit for FieldWriter<'_> {
         if self.skips(field) {
             return;
         }
-        let out = self.key(field);
-        out.push('"');
-        let _ = fmt::Write::write_fmt(&mut super::escape::Escaper(out), format_args!("{value}"));
-        let mut source = value.source();
+        let limit = self.limit;
+        display_or_debug_quoted_into(
+            self.key(field),
+            format_args!("{}", ErrorChain(value)),
+            limit,
+        );
+    }
+}
+
+/// An error followed by its sources, `outer: cause: root`.
+struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
         while let Some(cause) = source {
-            let _ =
-                fmt::Write::write_fmt(&mut super::escape::Escaper(out), format_args!(": {cause}"));
+            write!(f, ": {cause}")?;
             source = cause.source();
         }
-        out.push('"');
+        Ok(())
     }
 }
 

@@ -21,7 +21,10 @@ fn capture(f: impl FnOnce()) -> (Vec<Value>, Vec<SpanData>) {
     let writer = MemoryWriter::new();
     let subscriber = Registry::default()
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
-        .with(JsonLayer::new(Arc::new(writer.clone())));
+        .with(JsonLayer::new(
+            Arc::new(writer.clone()),
+            crate::config::DEFAULT_VALUE_LENGTH_LIMIT,
+        ));
     tracing::subscriber::with_default(subscriber, f);
     let _ = provider.force_flush();
     for line in writer.lines() {
@@ -189,15 +192,35 @@ fn event_without_message_has_an_empty_one_and_a_timestamp() {
 }
 
 #[test]
-fn a_huge_field_is_one_line_and_the_buffer_is_released() {
+fn a_huge_field_is_cut_to_the_limit_with_a_note_and_the_buffer_is_released() {
     let big = "x".repeat(4 * 1024 * 1024);
+    let limit = crate::config::DEFAULT_VALUE_LENGTH_LIMIT;
     let (lines, _) = capture(|| {
-        info!(payload = %big, "big");
+        info!(payload = %big, text = big.as_str(), "{}", big);
         info!("small");
     });
     assert_eq!(lines.len(), 2);
-    assert_eq!(lines[0]["payload"].as_str().map(str::len), Some(big.len()));
+    let note = format!("...[truncated {} bytes]", big.len() - limit);
+    for key in ["payload", "text", "message"] {
+        let value = lines[0][key].as_str().unwrap_or_default();
+        assert_eq!(value.len(), limit + note.len(), "{key}");
+        assert!(value.ends_with(&note), "{key}");
+    }
     super::BUFFERS.with(|b| assert!(b.borrow().line.capacity() <= super::KEEP_BUFFER_BYTES));
+}
+
+#[test]
+fn truncation_never_splits_a_character_or_an_escape() {
+    let writer = MemoryWriter::new();
+    let subscriber = Registry::default().with(JsonLayer::new(Arc::new(writer.clone()), 5));
+    tracing::subscriber::with_default(subscriber, || {
+        info!(a = "ééé", b = "\"\"\"\"\"\"", c = ?"abcdefgh", "{}", "日本語");
+    });
+    let line = &writer.json_lines()[0];
+    assert_eq!(line["a"], "éé...[truncated 2 bytes]");
+    assert_eq!(line["b"], "\"\"\"\"\"...[truncated 1 bytes]");
+    assert_eq!(line["c"], "\"abcd...[truncated 5 bytes]");
+    assert_eq!(line["message"], "日...[truncated 6 bytes]");
 }
 
 #[test]
@@ -229,12 +252,14 @@ proptest! {
 
     #[test]
     fn every_line_parses_and_round_trips(text in any::<String>(), number in any::<i64>(), float in any::<f64>()) {
-        let (lines, _) = capture(|| {
-            let span = info_span!("prop", field = %text);
+        let (lines, spans) = capture(|| {
+            let span = info_span!("prop", field = %text, otel.name = %text);
             let _e = span.enter();
             info!(value = %text, debug = ?text, number, float, "{text}");
         });
         prop_assert_eq!(lines.len(), 1);
+        prop_assert_eq!(spans.len(), 1);
+        prop_assert_eq!(spans[0].name.as_ref(), text.as_str());
         let l = &lines[0];
         prop_assert_eq!(l["value"].as_str(), Some(text.as_str()));
         prop_assert_eq!(l["message"].as_str(), Some(text.as_str()));

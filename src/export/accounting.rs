@@ -1,0 +1,529 @@
+//! What happened to every span, log record and metric export: delivered, failed or dropped.
+//!
+//! The SDK's batch processors drop items silently once their queue is full and log one error
+//! line per failed export. Here every OTLP pipeline gets a [`Ledger`]: an admission check in
+//! front of the SDK's queue (same capacity, so the SDK's own queue never overflows and every
+//! drop is counted), and a wrapper around the exporter that counts each batch's outcome. The
+//! ledger turns those counts into a few warning lines a minute at most, and into
+//! [`ExportStats`].
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use opentelemetry_sdk::error::OTelSdkResult;
+
+use crate::config::Signal;
+
+/// Default interval between two export-failure reports of one signal.
+pub const DEFAULT_EXPORT_REPORT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Longest error text quoted in a report.
+const MAX_ERROR_TEXT: usize = 300;
+
+/// Counts for one signal's OTLP pipeline since `init`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SignalStats {
+    /// Items the collector accepted: spans, log records, or (for metrics) export requests.
+    pub exported: u64,
+    /// Items in export requests that failed (collector down or refusing, timeout, rejection).
+    pub failed: u64,
+    /// Items refused because the queue was full; they were never sent.
+    pub dropped: u64,
+    /// Items waiting in the queue or in an export under way.
+    pub queued: u64,
+    /// Export requests that failed.
+    pub failed_exports: u64,
+}
+
+impl SignalStats {
+    /// Items that will never reach the collector: failed plus dropped.
+    pub fn lost(&self) -> u64 {
+        self.failed + self.dropped
+    }
+}
+
+/// Counts for every signal; see [`crate::Telemetry::export_stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExportStats {
+    /// Spans.
+    pub traces: SignalStats,
+    /// Metric export requests (metrics are aggregated in place, so none are queued or dropped).
+    pub metrics: SignalStats,
+    /// Log records.
+    pub logs: SignalStats,
+}
+
+impl ExportStats {
+    /// The counts of one signal.
+    pub fn signal(&self, signal: Signal) -> &SignalStats {
+        match signal {
+            Signal::Traces => &self.traces,
+            Signal::Metrics => &self.metrics,
+            Signal::Logs => &self.logs,
+        }
+    }
+}
+
+/// The counters of one signal's OTLP pipeline, shared by its admission check, its exporter
+/// wrapper and the guard.
+pub(crate) struct Ledger {
+    signal: Signal,
+    capacity: usize,
+    queued: AtomicUsize,
+    exported: AtomicU64,
+    failed: AtomicU64,
+    dropped: AtomicU64,
+    failed_exports: AtomicU64,
+    reporter: Mutex<Reporter>,
+}
+
+impl fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ledger")
+            .field("signal", &self.signal)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+struct Reporter {
+    interval: Duration,
+    /// When the current run of failures began; `None` while exports succeed.
+    failing_since: Option<Instant>,
+    last_report: Option<Instant>,
+    /// The counts at the last report, to give each report the difference.
+    at_last_report: SignalStats,
+    last_error: String,
+}
+
+/// One line to log, decided under the reporter's lock and written after it is released.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Report {
+    /// The first failure after a healthy period.
+    FailureStarted { error: String },
+    /// Failures continue; counts since the previous report.
+    StillFailing {
+        since: SignalStats,
+        failing_for: Duration,
+        error: String,
+    },
+    /// Exports succeed again; counts of the whole failing period.
+    Recovered {
+        lost: SignalStats,
+        failed_for: Duration,
+    },
+    /// Exports succeed but the queue overflowed since the previous report.
+    QueueFull { dropped: u64 },
+}
+
+impl Ledger {
+    /// `capacity` is the queue size the admission check enforces (0: no admission check).
+    pub(crate) fn new(signal: Signal, capacity: usize, interval: Duration) -> Arc<Ledger> {
+        Arc::new(Ledger {
+            signal,
+            capacity,
+            queued: AtomicUsize::new(0),
+            exported: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            failed_exports: AtomicU64::new(0),
+            reporter: Mutex::new(Reporter {
+                interval,
+                failing_since: None,
+                last_report: None,
+                at_last_report: SignalStats::default(),
+                last_error: String::new(),
+            }),
+        })
+    }
+
+    pub(crate) fn signal(&self) -> Signal {
+        self.signal
+    }
+
+    /// Takes one place in the queue, or counts the item as dropped when it is full.
+    #[inline]
+    pub(crate) fn admit(&self) -> bool {
+        if self.queued.fetch_add(1, Ordering::AcqRel) < self.capacity {
+            return true;
+        }
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+
+    /// Gives back a place taken by [`admit`](Self::admit) for an item that never reached the
+    /// exporter.
+    pub(crate) fn release(&self, items: usize) {
+        let _ = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                Some(q.saturating_sub(items))
+            });
+    }
+
+    /// Records the outcome of one export of `items` items and logs a report when one is due.
+    pub(crate) fn record_export(&self, items: usize, result: &OTelSdkResult) {
+        if self.capacity > 0 {
+            self.release(items);
+        }
+        match result {
+            Ok(()) => {
+                self.exported.fetch_add(items as u64, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.failed.fetch_add(items as u64, Ordering::Relaxed);
+                self.failed_exports.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let error = result.as_ref().err().map(|e| e.to_string());
+        if let Some(report) = self.next_report(Instant::now(), error) {
+            self.log(&report);
+        }
+    }
+
+    pub(crate) fn stats(&self) -> SignalStats {
+        SignalStats {
+            exported: self.exported.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            queued: self.queued.load(Ordering::Relaxed) as u64,
+            failed_exports: self.failed_exports.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Decides whether this export outcome warrants a line. Pure apart from the reporter's
+    /// state, so the rate limit is unit-tested with made-up instants.
+    pub(crate) fn next_report(&self, now: Instant, error: Option<String>) -> Option<Report> {
+        let stats = self.stats();
+        let mut r = self.reporter.lock().unwrap_or_else(PoisonError::into_inner);
+        let due = r
+            .last_report
+            .is_none_or(|last| now.saturating_duration_since(last) >= r.interval);
+        let report = match (error, r.failing_since) {
+            (Some(error), None) => {
+                r.failing_since = Some(now);
+                r.last_error = bounded_error(&error);
+                Some(Report::FailureStarted {
+                    error: r.last_error.clone(),
+                })
+            }
+            (Some(error), Some(since)) => {
+                r.last_error = bounded_error(&error);
+                due.then(|| Report::StillFailing {
+                    since: difference(&stats, &r.at_last_report),
+                    failing_for: now.saturating_duration_since(since),
+                    error: r.last_error.clone(),
+                })
+            }
+            (None, Some(since)) => {
+                r.failing_since = None;
+                Some(Report::Recovered {
+                    lost: difference(&stats, &r.at_last_report),
+                    failed_for: now.saturating_duration_since(since),
+                })
+            }
+            (None, None) => {
+                let dropped = stats.dropped - r.at_last_report.dropped;
+                (due && dropped > 0).then_some(Report::QueueFull { dropped })
+            }
+        };
+        if report.is_some() {
+            r.last_report = Some(now);
+            r.at_last_report = stats;
+        }
+        report
+    }
+
+    fn log(&self, report: &Report) {
+        let signal = self.signal.as_str();
+        let unit = self.unit();
+        match report {
+            Report::FailureStarted { error } => tracing::warn!(
+                target: "service_telemetry::export",
+                signal,
+                error = %error,
+                queued = self.queued.load(Ordering::Relaxed) as u64,
+                "{signal} export failing: {error}; {unit} are queued up to {} and then dropped; \
+                 a summary follows at most every {} s while it lasts",
+                self.capacity,
+                self.report_interval().as_secs(),
+            ),
+            Report::StillFailing {
+                since,
+                failing_for,
+                error,
+            } => tracing::warn!(
+                target: "service_telemetry::export",
+                signal,
+                failed_exports = since.failed_exports,
+                failed = since.failed,
+                dropped = since.dropped,
+                failing_for_s = failing_for.as_secs(),
+                error = %error,
+                "{signal} export still failing after {} s: {} exports failed, {} {unit} lost \
+                 ({} in failed exports, {} dropped at a full queue) since the last report; last error: {error}",
+                failing_for.as_secs(),
+                since.failed_exports,
+                since.lost(),
+                since.failed,
+                since.dropped,
+            ),
+            Report::Recovered { lost, failed_for } => tracing::info!(
+                target: "service_telemetry::export",
+                signal,
+                failed = lost.failed,
+                dropped = lost.dropped,
+                failed_for_s = failed_for.as_secs(),
+                "{signal} export recovered after {} s; {} {unit} lost since the last report",
+                failed_for.as_secs(),
+                lost.lost(),
+            ),
+            Report::QueueFull { dropped } => tracing::warn!(
+                target: "service_telemetry::export",
+                signal,
+                dropped,
+                queue_capacity = self.capacity as u64,
+                "{signal} queue full: {dropped} {unit} dropped since the last report (queue \
+                 capacity {}); the service produces more than the exporter sends",
+                self.capacity,
+            ),
+        }
+    }
+
+    fn report_interval(&self) -> Duration {
+        self.reporter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .interval
+    }
+
+    fn unit(&self) -> &'static str {
+        match self.signal {
+            Signal::Traces => "spans",
+            Signal::Metrics => "metric exports",
+            Signal::Logs => "log records",
+        }
+    }
+
+    /// One line at shutdown when anything was lost over the life of the service.
+    pub(crate) fn log_totals(&self) {
+        let stats = self.stats();
+        if stats.lost() == 0 && stats.queued == 0 {
+            return;
+        }
+        let signal = self.signal.as_str();
+        tracing::warn!(
+            target: "service_telemetry::export",
+            signal,
+            exported = stats.exported,
+            failed = stats.failed,
+            dropped = stats.dropped,
+            undelivered = stats.queued,
+            "{signal}: {} {} exported, {} lost in failed exports, {} dropped at a full queue, {} still queued at shutdown",
+            stats.exported,
+            self.unit(),
+            stats.failed,
+            stats.dropped,
+            stats.queued,
+        );
+    }
+}
+
+/// Publishes the ledgers as the SDK self-observability metrics of the semantic conventions
+/// (`otel.sdk.exporter.{span,log}.exported`, `otel.sdk.processor.{span,log}.processed`, the
+/// queue size and capacity), so a dashboard can show what the pipeline lost.
+pub(crate) fn register_metrics(meter: &opentelemetry::metrics::Meter, ledgers: &[Arc<Ledger>]) {
+    use opentelemetry::KeyValue;
+    for ledger in ledgers {
+        let (kind, unit, processor) = match ledger.signal {
+            Signal::Traces => ("span", "{span}", "batching_span_processor"),
+            Signal::Logs => ("log", "{log_record}", "batching_log_processor"),
+            Signal::Metrics => continue,
+        };
+        let exporter_attrs = [KeyValue::new(
+            "otel.component.type",
+            format!("otlp_{kind}_exporter"),
+        )];
+        let processor_attrs = [KeyValue::new("otel.component.type", processor)];
+
+        let (l, attrs) = (ledger.clone(), exporter_attrs.clone());
+        meter
+            .u64_observable_counter(format!("otel.sdk.exporter.{kind}.exported"))
+            .with_unit(unit)
+            .with_description("Items the exporter sent, with error.type when the export failed")
+            .with_callback(move |observer| {
+                let stats = l.stats();
+                observer.observe(stats.exported, &attrs);
+                let mut failed = attrs.to_vec();
+                failed.push(KeyValue::new("error.type", "export_failed"));
+                observer.observe(stats.failed, &failed);
+            })
+            .build();
+
+        let (l, attrs) = (ledger.clone(), processor_attrs.clone());
+        meter
+            .u64_observable_counter(format!("otel.sdk.processor.{kind}.processed"))
+            .with_unit(unit)
+            .with_description("Items refused by the processor, by error.type (queue_full)")
+            .with_callback(move |observer| {
+                let mut dropped = attrs.to_vec();
+                dropped.push(KeyValue::new("error.type", "queue_full"));
+                observer.observe(l.stats().dropped, &dropped);
+            })
+            .build();
+
+        let (l, attrs) = (ledger.clone(), processor_attrs.clone());
+        meter
+            .i64_observable_up_down_counter(format!("otel.sdk.processor.{kind}.queue.size"))
+            .with_unit(unit)
+            .with_description("Items waiting in the queue or being exported")
+            .with_callback(move |observer| {
+                observer.observe(i64::try_from(l.stats().queued).unwrap_or(i64::MAX), &attrs)
+            })
+            .build();
+
+        let (capacity, attrs) = (ledger.capacity, processor_attrs);
+        meter
+            .i64_observable_up_down_counter(format!("otel.sdk.processor.{kind}.queue.capacity"))
+            .with_unit(unit)
+            .with_description("Most items the queue holds before dropping")
+            .with_callback(move |observer| {
+                observer.observe(i64::try_from(capacity).unwrap_or(i64::MAX), &attrs)
+            })
+            .build();
+    }
+}
+
+fn difference(now: &SignalStats, before: &SignalStats) -> SignalStats {
+    SignalStats {
+        exported: now.exported.saturating_sub(before.exported),
+        failed: now.failed.saturating_sub(before.failed),
+        dropped: now.dropped.saturating_sub(before.dropped),
+        queued: now.queued,
+        failed_exports: now.failed_exports.saturating_sub(before.failed_exports),
+    }
+}
+
+fn bounded_error(error: &str) -> String {
+    if error.len() <= MAX_ERROR_TEXT {
+        return error.to_owned();
+    }
+    let mut cut = MAX_ERROR_TEXT;
+    while !error.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}...", &error[..cut])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_sdk::error::OTelSdkError;
+
+    fn failure() -> OTelSdkResult {
+        Err(OTelSdkError::InternalFailure("connection refused".into()))
+    }
+
+    #[test]
+    fn admission_counts_drops_beyond_capacity_and_release_frees_places() {
+        let ledger = Ledger::new(Signal::Traces, 3, DEFAULT_EXPORT_REPORT_INTERVAL);
+        let admitted = (0..5).filter(|_| ledger.admit()).count();
+        assert_eq!(admitted, 3);
+        assert_eq!(ledger.stats().dropped, 2);
+        assert_eq!(ledger.stats().queued, 3);
+        ledger.record_export(2, &Ok(()));
+        assert_eq!(ledger.stats().queued, 1);
+        assert!(ledger.admit());
+        ledger.record_export(2, &failure());
+        let stats = ledger.stats();
+        assert_eq!(
+            (
+                stats.exported,
+                stats.failed,
+                stats.failed_exports,
+                stats.queued
+            ),
+            (2, 2, 1, 0)
+        );
+        assert_eq!(stats.lost(), 4);
+    }
+
+    #[test]
+    fn continuous_failure_reports_at_most_once_per_interval_with_counts() {
+        let interval = Duration::from_secs(30);
+        let ledger = Ledger::new(Signal::Traces, 100, interval);
+        let start = Instant::now();
+        let mut reports = Vec::new();
+        // One failed export of 10 spans every second for two minutes, 5 drops each second.
+        for second in 0..120u64 {
+            ledger.dropped.fetch_add(5, Ordering::Relaxed);
+            ledger.failed.fetch_add(10, Ordering::Relaxed);
+            ledger.failed_exports.fetch_add(1, Ordering::Relaxed);
+            let now = start + Duration::from_secs(second);
+            if let Some(r) = ledger.next_report(now, Some("refused".into())) {
+                reports.push((second, r));
+            }
+        }
+        let seconds: Vec<u64> = reports.iter().map(|(s, _)| *s).collect();
+        assert_eq!(seconds, [0, 30, 60, 90], "{reports:?}");
+        assert!(matches!(reports[0].1, Report::FailureStarted { .. }));
+        match &reports[1].1 {
+            Report::StillFailing {
+                since, failing_for, ..
+            } => {
+                assert_eq!(since.failed_exports, 30);
+                assert_eq!(since.failed, 300);
+                assert_eq!(since.dropped, 150);
+                assert_eq!(*failing_for, Duration::from_secs(30));
+            }
+            other => panic!("{other:?}"),
+        }
+        let recovered = ledger.next_report(start + Duration::from_secs(121), None);
+        assert!(
+            matches!(recovered, Some(Report::Recovered { lost, .. }) if lost.failed == 290),
+            "{recovered:?}"
+        );
+        assert_eq!(
+            ledger.next_report(start + Duration::from_secs(122), None),
+            None
+        );
+    }
+
+    #[test]
+    fn queue_overflow_without_failures_is_reported_at_most_once_per_interval() {
+        let ledger = Ledger::new(Signal::Logs, 1, Duration::from_secs(30));
+        let start = Instant::now();
+        assert!(ledger.admit());
+        assert!(!ledger.admit());
+        assert_eq!(
+            ledger.next_report(start, None),
+            Some(Report::QueueFull { dropped: 1 })
+        );
+        assert!(!ledger.admit());
+        assert_eq!(
+            ledger.next_report(start + Duration::from_secs(10), None),
+            None
+        );
+        assert_eq!(
+            ledger.next_report(start + Duration::from_secs(31), None),
+            Some(Report::QueueFull { dropped: 1 })
+        );
+        assert_eq!(
+            ledger.next_report(start + Duration::from_secs(70), None),
+            None
+        );
+    }
+
+    #[test]
+    fn long_error_texts_are_cut_on_a_char_boundary() {
+        let text = "é".repeat(400);
+        let cut = bounded_error(&text);
+        assert!(cut.len() <= MAX_ERROR_TEXT + 3);
+        assert!(cut.ends_with("..."));
+    }
+}
