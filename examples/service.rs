@@ -143,7 +143,10 @@ async fn work(Query(work): Query<Work>) -> Json<serde_json::Value> {
     let span = info_span!("work", work.duration_ms = work.ms);
     async {
         info!(ms = work.ms, "work started");
-        tokio::time::sleep(Duration::from_millis(work.ms)).await;
+        // Even a zero sleep waits for the timer's next millisecond tick.
+        if work.ms > 0 {
+            tokio::time::sleep(Duration::from_millis(work.ms)).await;
+        }
         info!(ms = work.ms, "work done");
         Json(serde_json::json!({ "worked_ms": work.ms }))
     }

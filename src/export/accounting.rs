@@ -310,27 +310,34 @@ impl Ledger {
         }
     }
 
-    /// One line at shutdown when anything was lost over the life of the service.
+    /// One line at shutdown with the counts over the life of the service: `info` when
+    /// everything was delivered, `warn` when anything was lost.
     pub(crate) fn log_totals(&self) {
         let stats = self.stats();
-        if stats.lost() == 0 && stats.queued == 0 {
-            return;
-        }
         let signal = self.signal.as_str();
-        tracing::warn!(
-            target: "service_telemetry::export",
-            signal,
-            exported = stats.exported,
-            failed = stats.failed,
-            dropped = stats.dropped,
-            undelivered = stats.queued,
-            "{signal}: {} {} exported, {} lost in failed exports, {} dropped at a full queue, {} still queued at shutdown",
-            stats.exported,
-            self.unit(),
-            stats.failed,
-            stats.dropped,
-            stats.queued,
-        );
+        let unit = self.unit();
+        macro_rules! totals {
+            ($level:ident) => {
+                tracing::$level!(
+                    target: "service_telemetry::export",
+                    signal,
+                    exported = stats.exported,
+                    failed = stats.failed,
+                    dropped = stats.dropped,
+                    undelivered = stats.queued,
+                    "{signal} export totals: {} {unit} exported, {} lost in failed exports, {} dropped at a full queue, {} still queued at shutdown",
+                    stats.exported,
+                    stats.failed,
+                    stats.dropped,
+                    stats.queued,
+                )
+            };
+        }
+        if stats.lost() == 0 && stats.queued == 0 {
+            totals!(info);
+        } else {
+            totals!(warn);
+        }
     }
 }
 

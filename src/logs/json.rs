@@ -33,12 +33,16 @@ const RESERVED: &[&str] = &[
     "spans",
 ];
 
-/// The SDK's line-per-failed-batch errors. The export ledger counts every failure and logs a
-/// few summaries a minute instead, so these would only flood the log while a collector is down.
+/// The SDK's and the OTLP exporter's line-per-failed-batch errors. The export ledger counts
+/// every failure and logs a few summaries a minute instead, so these would only flood the log
+/// while a collector is down.
 const REPLACED_SDK_EVENTS: &[&str] = &[
     "BatchSpanProcessor.ExportError",
     "BatchLogProcessor.ExportError",
     "PeriodicReader.ExportError",
+    "Export.Failed.Exhausted",
+    "Export.Failed.DeadlineExceeded",
+    "Export.Failed.NonRetryable",
 ];
 
 fn replaced_by_ledger(meta: &tracing::Metadata<'_>) -> bool {

@@ -33,7 +33,17 @@ fn scrub(cmd: &mut Command) {
 }
 
 impl Running {
-    pub fn spawn(mut cmd: Command, env: &[(&str, &str)]) -> Running {
+    pub fn spawn(cmd: Command, env: &[(&str, &str)]) -> Running {
+        Running::spawn_keeping(cmd, env, |_| true)
+    }
+
+    /// Like [`spawn`](Self::spawn), but only stdout lines for which `keep` holds are kept: a
+    /// child under sustained load logs more than a test should hold in memory.
+    pub fn spawn_keeping(
+        mut cmd: Command,
+        env: &[(&str, &str)],
+        keep: fn(&str) -> bool,
+    ) -> Running {
         scrub(&mut cmd);
         cmd.envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -46,6 +56,9 @@ impl Running {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                if !keep(&line) {
+                    continue;
+                }
                 if tx.send(line).is_err() {
                     break;
                 }
@@ -83,6 +96,19 @@ impl Running {
             "--test-threads=1",
         ]);
         Running::spawn(cmd, env)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The child's resident set size in KiB, from /proc.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
     pub fn signal(&self, signal: Signal) {
@@ -251,4 +277,60 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// An HTTP/1.1 client on one kept-alive connection, so a request's latency is the server's
+/// work plus a loopback round trip, not a TCP handshake.
+pub struct KeepAlive {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl KeepAlive {
+    pub fn connect(port: u16) -> KeepAlive {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        KeepAlive {
+            reader: BufReader::new(stream.try_clone().expect("clone stream")),
+            writer: stream,
+        }
+    }
+
+    /// Sends one GET and reads the whole response; returns the status code.
+    pub fn get(&mut self, path: &str) -> u16 {
+        write!(
+            self.writer,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        )
+        .expect("write request");
+        let mut status_line = String::new();
+        self.reader
+            .read_line(&mut status_line)
+            .expect("status line");
+        let status = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP response: {status_line:?}"));
+        let mut length = 0usize;
+        loop {
+            let mut header = String::new();
+            self.reader.read_line(&mut header).expect("header");
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().expect("content-length");
+                }
+            }
+        }
+        let mut body = vec![0u8; length];
+        self.reader.read_exact(&mut body).expect("body");
+        status
+    }
 }

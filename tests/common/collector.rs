@@ -45,55 +45,88 @@ fn wait_for_port(port: u16, deadline: Instant) -> bool {
 
 impl Collector {
     pub fn start() -> Collector {
+        for _attempt in 0..5 {
+            // Most likely a port was taken between choosing and binding: try other ports.
+            if let Some(c) = Collector::try_start_on(free_port(), free_port()) {
+                return c;
+            }
+        }
+        panic!("the test collector did not start");
+    }
+
+    /// A collector on the given ports, for a service configured before it came up.
+    #[allow(dead_code)]
+    pub fn start_on(grpc_port: u16, http_port: u16) -> Collector {
+        Collector::try_start_on(grpc_port, http_port).unwrap_or_else(|| {
+            panic!("the test collector did not start on {grpc_port}/{http_port}")
+        })
+    }
+
+    /// Kills the collector, as a crash would.
+    #[allow(dead_code)]
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same ports, with a fresh dump.
+    #[allow(dead_code)]
+    pub fn restart(&mut self) {
+        self.kill();
+        *self = Collector::start_on(self.grpc_port, self.http_port);
+    }
+
+    fn try_start_on(grpc_port: u16, http_port: u16) -> Option<Collector> {
         let agent = agent_path();
         assert!(
             agent.exists(),
             "test collector not installed at {}: run scripts/install-test-collector.sh (scripts/test.sh does)",
             agent.display()
         );
-        for _attempt in 0..5 {
-            let (grpc_port, http_port) = (free_port(), free_port());
-            let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-            let dump = dir.join(format!("rotel-{grpc_port}-{http_port}.log"));
-            let out = std::fs::File::create(&dump).expect("create collector dump file");
-            let mut child = Command::new(&agent)
-                .args([
-                    "start",
-                    "--exporter",
-                    "blackhole",
-                    "--debug-log-verbosity",
-                    "detailed",
-                ])
-                .args([
-                    "--debug-log",
-                    "traces",
-                    "--debug-log",
-                    "metrics",
-                    "--debug-log",
-                    "logs",
-                ])
-                .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc_port}")])
-                .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http_port}")])
-                .env("ROTEL_LOG_FORMAT", "json")
-                .stdin(Stdio::null())
-                .stdout(out.try_clone().expect("dup dump file"))
-                .stderr(out)
-                .spawn()
-                .expect("spawn rotel-agent");
-            let deadline = Instant::now() + Duration::from_secs(15);
-            if wait_for_port(grpc_port, deadline) && wait_for_port(http_port, deadline) {
-                return Collector {
-                    child,
-                    grpc_port,
-                    http_port,
-                    dump,
-                };
-            }
-            // Most likely a port was taken between choosing and binding: try other ports.
-            let _ = child.kill();
-            let _ = child.wait();
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let dump = dir.join(format!(
+            "rotel-{grpc_port}-{http_port}-{}-{n}.log",
+            std::process::id()
+        ));
+        let out = std::fs::File::create(&dump).expect("create collector dump file");
+        let mut child = Command::new(&agent)
+            .args([
+                "start",
+                "--exporter",
+                "blackhole",
+                "--debug-log-verbosity",
+                "detailed",
+            ])
+            .args([
+                "--debug-log",
+                "traces",
+                "--debug-log",
+                "metrics",
+                "--debug-log",
+                "logs",
+            ])
+            .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc_port}")])
+            .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http_port}")])
+            .env("ROTEL_LOG_FORMAT", "json")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup dump file"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn rotel-agent");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        if wait_for_port(grpc_port, deadline) && wait_for_port(http_port, deadline) {
+            return Some(Collector {
+                child,
+                grpc_port,
+                http_port,
+                dump,
+            });
         }
-        panic!("the test collector did not start");
+        let _ = child.kill();
+        let _ = child.wait();
+        None
     }
 
     pub fn grpc_endpoint(&self) -> String {
