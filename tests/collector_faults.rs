@@ -115,7 +115,9 @@ fn work_span_with(ms: i64) -> impl Fn(&Value) -> bool {
     move |r: &Value| {
         let value = &r["attributes"]["work.duration_ms"];
         // tracing-opentelemetry exports a u64 field as a string.
-        r["signal"] == "span" && r["name"] == "work" && (*value == ms || *value == ms.to_string())
+        r["signal"] == "span"
+            && r["name"] == "work"
+            && (*value == ms || value.as_str() == Some(ms.to_string().as_str()))
     }
 }
 
