@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the rotel OpenTelemetry collector used by the end-to-end tests (PyPI `rotel`) into
 # .tools/rotel-venv, with the official OpenTelemetry Python SDK beside it (the interoperability
-# tests continue its traces), and prints the agent's path. Idempotent; needs PyPI and, on a bare
+# tests continue its traces) and Debian's nginx (the TLS terminator of the TLS tests), and
+# prints the agent's path. Idempotent; needs PyPI and, on a bare
 # machine, Debian's packages.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,12 +17,6 @@ install_python_sdk() {
   fi
 }
 
-if [ -x "$agent" ] && "$agent" --version >/dev/null 2>&1; then
-  install_python_sdk
-  echo "$agent"
-  exit 0
-fi
-
 apt_install() {
   if command -v apt-get >/dev/null 2>&1; then
     (apt-get update -qq || true) >&2
@@ -31,6 +26,18 @@ apt_install() {
     exit 1
   fi
 }
+
+# Debian's nginx terminates TLS in front of the collector in tests/tls.rs.
+if [ -z "${NGINX_BIN:-}" ] && [ ! -x /usr/sbin/nginx ]; then
+  apt_install --no-install-recommends nginx
+fi
+
+if [ -x "$agent" ] && "$agent" --version >/dev/null 2>&1; then
+  install_python_sdk
+  echo "$agent"
+  exit 0
+fi
+
 
 # The wheel's binary links libpython3.11 (cp311 wheel); Debian 12 ships it as libpython3.11.
 if ! ldconfig -p 2>/dev/null | grep -q 'libpython3\.11\.so\.1\.0'; then

@@ -188,6 +188,29 @@ pub struct SignalConfig {
     /// default [`DEFAULT_VALUE_LENGTH_LIMIT`]). For logs it also bounds each value in the
     /// JSON lines, counted in bytes there.
     pub value_length_limit: usize,
+    /// PEM files for TLS to an `https` endpoint.
+    pub tls: TlsFiles,
+}
+
+/// PEM files for TLS, as paths (`OTEL_EXPORTER_OTLP_[SIGNAL_]CERTIFICATE`, `_CLIENT_CERTIFICATE`,
+/// `_CLIENT_KEY`). They are read when the exporter is built; a file that cannot be read or
+/// parsed turns that signal's export off with one warning.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TlsFiles {
+    /// Trusted CA certificates; when set they replace the system's trust roots.
+    pub certificate: Option<std::path::PathBuf>,
+    /// Client certificate chain for mutual TLS; always paired with `client_key`.
+    pub client_certificate: Option<std::path::PathBuf>,
+    /// The client certificate's private key.
+    pub client_key: Option<std::path::PathBuf>,
+}
+
+impl TlsFiles {
+    /// Whether any file is configured.
+    pub fn is_empty(&self) -> bool {
+        self.certificate.is_none() && self.client_certificate.is_none()
+    }
 }
 
 /// Default longest string value. The specification sets no limit; a bound keeps one

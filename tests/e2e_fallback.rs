@@ -219,6 +219,9 @@ fn unknown_protocol_warns_and_uses_http_protobuf() {
     assert_eq!(span["trace_id"], trace_id);
 }
 
+/// Built without the `tls` feature (the CI leg with no default features); with it, see
+/// `tests/tls.rs`.
+#[cfg(not(feature = "tls"))]
 #[test]
 fn https_without_tls_support_falls_back_to_noop_with_one_warning_per_signal() {
     let run = run_probe(

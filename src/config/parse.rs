@@ -7,7 +7,7 @@ use tracing_subscriber::EnvFilter;
 use super::{
     Batching, Compression, Config, ConfigWarning, DEFAULT_EXPORT_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT,
     DEFAULT_VALUE_LENGTH_LIMIT, Defaults, Headers, MAX_QUEUE_SIZE, MAX_SHUTDOWN, NO_LIMIT,
-    Propagator, Protocol, Sampler, ShutdownConfig, Signal, SignalConfig,
+    Propagator, Protocol, Sampler, ShutdownConfig, Signal, SignalConfig, TlsFiles,
 };
 
 /// Longest value quoted back in a warning; the rest is elided so a huge variable cannot flood
@@ -116,7 +116,6 @@ pub(super) fn resolve(env: &mut Env<'_>, defaults: &Defaults) -> Config {
                 .iter()
                 .any(|d| v.eq_ignore_ascii_case(d))
     });
-    warn_unsupported_tls(env);
     let traces = resolve_signal(env, Signal::Traces);
     let metrics = resolve_signal(env, Signal::Metrics);
     let logs = resolve_signal(env, Signal::Logs);
@@ -266,20 +265,61 @@ pub fn percent_decode(input: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| "percent escapes do not decode to UTF-8".to_owned())
 }
 
-fn warn_unsupported_tls(env: &mut Env<'_>) {
-    for suffix in ["CERTIFICATE", "CLIENT_CERTIFICATE", "CLIENT_KEY"] {
-        for signal in ["", "TRACES_", "METRICS_", "LOGS_"] {
-            let name = format!("OTEL_EXPORTER_OTLP_{signal}{suffix}");
-            if let Some(v) = env.get(&name) {
-                env.warn(
-                    &name,
-                    &v,
-                    "custom certificates are not supported by this version",
-                    "the system's trust roots and no client certificate",
-                );
-            }
+/// Each file independently: the per-signal variable, then the generic one. The files belong to
+/// `https`: on a plaintext endpoint they are reported and ignored, and a client certificate
+/// without its key (or the reverse) is reported and both are ignored.
+fn resolve_tls(env: &mut Env<'_>, signal: Signal, endpoint: &str) -> TlsFiles {
+    let up = signal.upper();
+    let file = |suffix: &str| -> Option<(std::path::PathBuf, String)> {
+        let names = [
+            format!("OTEL_EXPORTER_OTLP_{up}_{suffix}"),
+            format!("OTEL_EXPORTER_OTLP_{suffix}"),
+        ];
+        names
+            .iter()
+            .find_map(|n| env.get(n).map(|v| (std::path::PathBuf::from(v), n.clone())))
+    };
+    let certificate = file("CERTIFICATE");
+    let client_certificate = file("CLIENT_CERTIFICATE");
+    let client_key = file("CLIENT_KEY");
+    let mut tls = TlsFiles {
+        certificate: certificate.as_ref().map(|(p, _)| p.clone()),
+        client_certificate: None,
+        client_key: None,
+    };
+    match (client_certificate, client_key) {
+        (Some((cert, _)), Some((key, _))) => {
+            tls.client_certificate = Some(cert);
+            tls.client_key = Some(key);
         }
+        (Some((path, var)), None) => env.warn(
+            &var,
+            &path.display().to_string(),
+            "a client certificate needs its key (OTEL_EXPORTER_OTLP_CLIENT_KEY)",
+            "no client certificate",
+        ),
+        (None, Some((path, var))) => env.warn(
+            &var,
+            &path.display().to_string(),
+            "a client key needs its certificate (OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE)",
+            "no client certificate",
+        ),
+        (None, None) => {}
     }
+    if !endpoint.starts_with("https://") && !tls.is_empty() {
+        let var = certificate
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| format!("OTEL_EXPORTER_OTLP_{up}_CLIENT_CERTIFICATE"));
+        let shown = env.get(&var).unwrap_or_default();
+        env.warn(
+            &var,
+            &shown,
+            "TLS files apply to https endpoints only, and the endpoint is plaintext http",
+            "plaintext without certificates",
+        );
+        return TlsFiles::default();
+    }
+    tls
 }
 
 fn resolve_signal(env: &mut Env<'_>, signal: Signal) -> SignalConfig {
@@ -315,6 +355,7 @@ fn resolve_signal(env: &mut Env<'_>, signal: Signal) -> SignalConfig {
         .is_some_and(|(v, _)| v);
 
     let (endpoint, endpoint_source) = resolve_endpoint(env, signal, protocol, insecure);
+    let endpoint_for_tls = endpoint.clone();
 
     let header_vars = [
         format!("OTEL_EXPORTER_OTLP_{up}_HEADERS"),
@@ -357,6 +398,7 @@ fn resolve_signal(env: &mut Env<'_>, signal: Signal) -> SignalConfig {
         compression,
         batch: resolve_batching(env, signal),
         value_length_limit: resolve_value_length_limit(env, signal),
+        tls: resolve_tls(env, signal, &endpoint_for_tls),
     }
 }
 

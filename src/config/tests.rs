@@ -2058,28 +2058,56 @@ fn explicit_opentelemetry_directive_in_rust_log_is_respected() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-fn tls_certificate_variables_warn_as_unsupported() {
-    let tls_vars: Vec<&str> = ALL_VARIABLES
-        .iter()
-        .copied()
-        .filter(|v| v.ends_with("CERTIFICATE") || v.ends_with("CLIENT_KEY"))
-        .collect();
-    assert_eq!(tls_vars.len(), 12);
-    for var in &tls_vars {
-        let (config, warnings) = resolve(&[(var, "/etc/ssl/ca.pem")]);
-        let w = only_warning_about(&warnings, var, var);
-        assert_eq!(warnings.len(), 1, "{var}");
-        assert_eq!(w.value, "/etc/ssl/ca.pem");
-        assert!(w.reason.contains("not supported"), "{var}: {w:?}");
-        assert!(w.used_instead.contains("trust roots"), "{var}: {w:?}");
-        // Nothing else changes.
-        let (plain, _) = resolve(&[]);
-        assert_eq!(config, plain, "{var}");
-    }
-    // All of them at once: one warning each.
-    let all: Vec<(&str, &str)> = tls_vars.iter().map(|v| (*v, "x.pem")).collect();
-    let (_, warnings) = resolve(&all);
-    assert_eq!(warnings.len(), 12, "{warnings:#?}");
+fn tls_files_resolve_per_signal_then_generic_each_on_its_own() {
+    let (config, warnings) = resolve(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318"),
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/ca.pem"),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+            "/etc/traces-ca.pem",
+        ),
+        ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/etc/client.pem"),
+        ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/etc/client.key"),
+        ("OTEL_EXPORTER_OTLP_LOGS_CLIENT_KEY", "/etc/logs.key"),
+    ]);
+    assert_no_warnings(&warnings, "valid tls");
+    let path = |p: &str| Some(std::path::PathBuf::from(p));
+    assert_eq!(config.traces.tls.certificate, path("/etc/traces-ca.pem"));
+    assert_eq!(config.metrics.tls.certificate, path("/etc/ca.pem"));
+    assert_eq!(
+        config.metrics.tls.client_certificate,
+        path("/etc/client.pem")
+    );
+    assert_eq!(config.metrics.tls.client_key, path("/etc/client.key"));
+    assert_eq!(config.logs.tls.client_key, path("/etc/logs.key"));
+}
+
+#[test]
+fn tls_files_on_a_plaintext_endpoint_or_half_a_client_pair_warn_and_are_ignored() {
+    let (config, warnings) = resolve(&[("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/ca.pem")]);
+    let w = only_warning_about(&warnings, "OTEL_EXPORTER_OTLP_CERTIFICATE", "plaintext");
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one warning, not one per signal: {warnings:#?}"
+    );
+    assert!(w.reason.contains("https"), "{w:?}");
+    assert!(config.traces.tls.is_empty() && config.logs.tls.is_empty());
+
+    let (config, warnings) = resolve(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318"),
+        ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/etc/client.pem"),
+    ]);
+    let w = only_warning_about(&warnings, "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "no key");
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(w.reason.contains("needs its key"), "{w:?}");
+    assert!(config.traces.tls.client_certificate.is_none());
+
+    let (_, warnings) = resolve(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318"),
+        ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/etc/client.key"),
+    ]);
+    only_warning_about(&warnings, "OTEL_EXPORTER_OTLP_CLIENT_KEY", "no certificate");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ mod bounded;
 mod console;
 mod otlp;
 mod pipeline;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub(crate) use accounting::Ledger;
 pub use accounting::{DEFAULT_EXPORT_REPORT_INTERVAL, ExportStats, SignalStats};
@@ -52,6 +54,10 @@ pub(crate) fn build(
 ) -> (Pipelines, Vec<ExportProblem>) {
     let mut problems = Vec::new();
     let mut ledgers = Vec::new();
+    // Before any reqwest client exists, the service's own included: with rustls compiled in
+    // without a provider of its own, reqwest panics when none is installed.
+    #[cfg(feature = "tls")]
+    tls::install_crypto_provider();
     let runtime = if needs_runtime(config) {
         match export_runtime() {
             Ok(rt) => Some(rt),
@@ -164,32 +170,35 @@ macro_rules! otlp_exporter {
     ($exporter:ty, $config:expr, $handle:expr) => {{
         let config: &SignalConfig = $config;
         let handle: Option<&Handle> = $handle;
-        otlp::preflight(config).and_then(|()| match config.protocol {
-            #[cfg(feature = "grpc")]
-            Protocol::Grpc => {
-                let handle = handle.ok_or_else(|| "no export runtime for gRPC".to_owned())?;
-                // tonic spawns its connection task on the runtime current at build time.
-                let _entered = handle.enter();
-                otlp::tonic(<$exporter>::builder().with_tonic(), config)
-                    .build()
-                    .map(|e| OnRuntime::new(e, handle.clone(), config.export_timeout()))
-                    .map_err(|e| e.to_string())
-            }
-            #[cfg(feature = "http")]
-            Protocol::HttpProtobuf => {
-                let _ = handle;
-                otlp::http(<$exporter>::builder().with_http(), config)
-                    .build()
-                    .map(OnRuntime::passthrough)
-                    .map_err(|e| e.to_string())
-            }
-            #[allow(unreachable_patterns)]
-            _ => {
-                let _ = handle;
-                Err(format!(
-                    "protocol {} is not compiled in",
-                    config.protocol.as_str()
-                ))
+        otlp::preflight(config).and_then(|()| {
+            let tls = otlp::tls_for(config)?;
+            match config.protocol {
+                #[cfg(feature = "grpc")]
+                Protocol::Grpc => {
+                    let handle = handle.ok_or_else(|| "no export runtime for gRPC".to_owned())?;
+                    // tonic spawns its connection task on the runtime current at build time.
+                    let _entered = handle.enter();
+                    otlp::tonic(<$exporter>::builder().with_tonic(), config, tls.as_ref())
+                        .build()
+                        .map(|e| OnRuntime::new(e, handle.clone(), config.export_timeout()))
+                        .map_err(|e| e.to_string())
+                }
+                #[cfg(feature = "http")]
+                Protocol::HttpProtobuf => {
+                    let _ = handle;
+                    otlp::http(<$exporter>::builder().with_http(), config, tls)?
+                        .build()
+                        .map(OnRuntime::passthrough)
+                        .map_err(|e| e.to_string())
+                }
+                #[allow(unreachable_patterns)]
+                _ => {
+                    let _ = (handle, tls);
+                    Err(format!(
+                        "protocol {} is not compiled in",
+                        config.protocol.as_str()
+                    ))
+                }
             }
         })
     }};
@@ -256,6 +265,7 @@ macro_rules! add_exporters {
     };
 }
 
+#[cfg_attr(not(any(feature = "grpc", feature = "http")), allow(dead_code))]
 fn queue_capacity(signal: Signal, config: &SignalConfig) -> usize {
     match signal {
         Signal::Metrics => 0,

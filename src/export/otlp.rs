@@ -6,9 +6,29 @@
 
 use crate::config::{Protocol, SignalConfig};
 
+#[cfg(feature = "tls")]
+pub(crate) use super::tls::TlsMaterial;
+
+/// Without the `tls` feature there is never anything to configure.
+#[cfg(not(feature = "tls"))]
+#[derive(Clone, Default)]
+pub(crate) struct TlsMaterial;
+
+/// The checked TLS files for `config`'s endpoint; `None` for plaintext.
+#[cfg_attr(not(any(feature = "grpc", feature = "http")), allow(dead_code))]
+pub(crate) fn tls_for(config: &SignalConfig) -> Result<Option<TlsMaterial>, String> {
+    #[cfg(feature = "tls")]
+    return super::tls::for_endpoint(config);
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = config;
+        Ok(None)
+    }
+}
+
 /// Checks what no builder checks for us before anything is built.
 pub(crate) fn preflight(config: &SignalConfig) -> Result<(), String> {
-    if config.endpoint.starts_with("https://") {
+    if config.endpoint.starts_with("https://") && !cfg!(feature = "tls") {
         return Err(format!(
             "endpoint {} (from {}) uses https, but this build has no TLS support; refusing to send telemetry in plaintext",
             config.endpoint, config.endpoint_source
@@ -35,7 +55,7 @@ fn compression(config: &SignalConfig) -> Option<opentelemetry_otlp::Compression>
 }
 
 #[cfg(feature = "grpc")]
-pub(crate) fn tonic<B>(builder: B, config: &SignalConfig) -> B
+pub(crate) fn tonic<B>(builder: B, config: &SignalConfig, tls: Option<&TlsMaterial>) -> B
 where
     B: opentelemetry_otlp::WithExportConfig + opentelemetry_otlp::WithTonicConfig,
 {
@@ -53,6 +73,13 @@ where
         .with_endpoint(config.endpoint.clone())
         .with_timeout(config.export_timeout())
         .with_metadata(MetadataMap::from_headers(headers));
+    #[cfg(feature = "tls")]
+    let builder = match tls {
+        Some(material) => builder.with_tls_config(super::tls::tonic_config(material)),
+        None => builder,
+    };
+    #[cfg(not(feature = "tls"))]
+    let _ = tls;
     match compression(config) {
         Some(c) => builder.with_compression(c),
         None => builder,
@@ -60,7 +87,11 @@ where
 }
 
 #[cfg(feature = "http")]
-pub(crate) fn http<B>(builder: B, config: &SignalConfig) -> B
+pub(crate) fn http<B>(
+    builder: B,
+    config: &SignalConfig,
+    tls: Option<TlsMaterial>,
+) -> Result<B, String>
 where
     B: opentelemetry_otlp::WithExportConfig + opentelemetry_otlp::WithHttpConfig,
 {
@@ -74,8 +105,15 @@ where
         .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
         .with_timeout(config.export_timeout())
         .with_headers(headers);
-    match compression(config) {
+    // Our own client: the SDK's default one applies no certificates, and with rustls compiled
+    // in it would fail to build on an image without system CA certificates even for http.
+    #[cfg(feature = "tls")]
+    let builder =
+        builder.with_http_client(super::tls::blocking_client(tls, config.export_timeout())?);
+    #[cfg(not(feature = "tls"))]
+    let _ = tls;
+    Ok(match compression(config) {
         Some(c) => builder.with_compression(c),
         None => builder,
-    }
+    })
 }

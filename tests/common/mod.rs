@@ -3,3 +3,4 @@
 pub mod child;
 pub mod collector;
 pub mod probe;
+pub mod tls;
