@@ -287,10 +287,12 @@ fn resolve_tls(env: &mut Env<'_>, signal: Signal, endpoint: &str) -> TlsFiles {
         client_certificate: None,
         client_key: None,
     };
+    let mut client_var = None;
     match (client_certificate, client_key) {
-        (Some((cert, _)), Some((key, _))) => {
+        (Some((cert, var)), Some((key, _))) => {
             tls.client_certificate = Some(cert);
             tls.client_key = Some(key);
+            client_var = Some(var);
         }
         (Some((path, var)), None) => env.warn(
             &var,
@@ -306,17 +308,16 @@ fn resolve_tls(env: &mut Env<'_>, signal: Signal, endpoint: &str) -> TlsFiles {
         ),
         (None, None) => {}
     }
-    if !endpoint.starts_with("https://") && !tls.is_empty() {
-        let var = certificate
-            .map(|(_, v)| v)
-            .unwrap_or_else(|| format!("OTEL_EXPORTER_OTLP_{up}_CLIENT_CERTIFICATE"));
-        let shown = env.get(&var).unwrap_or_default();
-        env.warn(
-            &var,
-            &shown,
-            "TLS files apply to https endpoints only, and the endpoint is plaintext http",
-            "plaintext without certificates",
-        );
+    if !endpoint.starts_with("https://") {
+        if let Some(var) = certificate.map(|(_, v)| v).or(client_var) {
+            let shown = env.get(&var).unwrap_or_default();
+            env.warn(
+                &var,
+                &shown,
+                "TLS files apply to https endpoints only, and the endpoint is plaintext http",
+                "plaintext without certificates",
+            );
+        }
         return TlsFiles::default();
     }
     tls

@@ -136,6 +136,9 @@ fn probe_body() {
         .flush_timeout(timeout)
         .try_init()
         .expect("first init in this process");
+    if std::env::var_os("PROBE_DEBUG_TELEMETRY").is_some() {
+        tracing::info!(telemetry = ?telemetry, config = ?telemetry.config(), "probe-debug");
+    }
     let counter = global::meter("probe")
         .u64_counter(format!("probe.counter.{tag}"))
         .build();
