@@ -148,8 +148,15 @@ impl Inner {
             .unwrap_or_else(PoisonError::into_inner)
             .take()
         {
-            // Never blocks, even inside an async context (a plain drop would panic there).
-            runtime.shutdown_background();
+            if matches!(result, Err(FlushError::TimedOut { .. })) {
+                // An export abandoned at the deadline is still polling on this runtime; shutting
+                // it down would panic that export's thread. Leave the idle runtime to the
+                // process's exit instead.
+                std::mem::forget(runtime);
+            } else {
+                // Never blocks, even inside an async context (a plain drop would panic there).
+                runtime.shutdown_background();
+            }
         }
         self.writer.flush();
         result

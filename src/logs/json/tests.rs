@@ -210,6 +210,44 @@ fn a_huge_field_is_cut_to_the_limit_with_a_note_and_the_buffer_is_released() {
 }
 
 #[test]
+fn megabyte_fields_do_not_stall_other_threads_or_grow_the_output() {
+    let writer = MemoryWriter::new();
+    let limit = crate::config::DEFAULT_VALUE_LENGTH_LIMIT;
+    let subscriber = Registry::default().with(JsonLayer::new(Arc::new(writer.clone()), limit));
+    let dispatch = tracing::Dispatch::new(subscriber);
+    let big = std::sync::Arc::new("z".repeat(8 * 1024 * 1024));
+    let heavy = {
+        let (dispatch, big) = (dispatch.clone(), big.clone());
+        std::thread::spawn(move || {
+            tracing::dispatcher::with_default(&dispatch, || {
+                for _ in 0..50 {
+                    info!(payload = %big, debug = ?big.as_str(), "huge");
+                }
+            })
+        })
+    };
+    let mut slowest = std::time::Duration::ZERO;
+    tracing::dispatcher::with_default(&dispatch, || {
+        for i in 0..500 {
+            let t = std::time::Instant::now();
+            info!(i, "small");
+            slowest = slowest.max(t.elapsed());
+        }
+    });
+    heavy.join().expect("heavy logger");
+    let lines = writer.lines();
+    assert_eq!(lines.len(), 550);
+    let longest = lines.iter().map(String::len).max().unwrap_or(0);
+    // Two cut fields, the message and the line's own keys.
+    assert!(longest < 3 * limit, "a line of {longest} bytes");
+    // Generous: an uncut 8 MiB field costs tens of milliseconds per line in a debug build.
+    assert!(
+        slowest < std::time::Duration::from_millis(50),
+        "a small line waited {slowest:?}"
+    );
+}
+
+#[test]
 fn truncation_never_splits_a_character_or_an_escape() {
     let writer = MemoryWriter::new();
     let subscriber = Registry::default().with(JsonLayer::new(Arc::new(writer.clone()), 5));
