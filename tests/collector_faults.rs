@@ -14,6 +14,14 @@ use common::collector::{Collector, free_port};
 use serde_json::Value;
 
 const READY: Duration = Duration::from_secs(20);
+
+/// One test at a time: each loads both cores, and the latency and memory figures are only
+/// comparable without a neighbour.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 const ARRIVAL: Duration = Duration::from_secs(30);
 
 /// Lines a test needs: the crate's own, warnings and errors, readiness. The two lines of every
@@ -123,6 +131,7 @@ fn work_span_with(ms: i64) -> impl Fn(&Value) -> bool {
 
 #[test]
 fn collector_down_at_start_then_up_the_service_starts_at_once_and_later_spans_arrive() {
+    let _serial = one_at_a_time();
     for grpc in [true, false] {
         let (grpc_port, http_port) = (free_port(), free_port());
         let endpoint = if grpc {
@@ -174,6 +183,7 @@ fn collector_down_at_start_then_up_the_service_starts_at_once_and_later_spans_ar
 
 #[test]
 fn collector_killed_and_restarted_export_resumes_and_every_span_is_delivered_or_counted() {
+    let _serial = one_at_a_time();
     for grpc in [true, false] {
         let mut collector = Collector::start();
         let endpoint = if grpc {
@@ -299,6 +309,7 @@ fn measure(
 
 #[test]
 fn black_hole_and_refused_port_do_not_slow_requests_and_shutdown_keeps_its_budget() {
+    let _serial = one_at_a_time();
     const REQUESTS: usize = 5000;
     let budget = Duration::from_millis(4000);
     for grpc in [true, false] {
@@ -381,6 +392,7 @@ fn black_hole_and_refused_port_do_not_slow_requests_and_shutdown_keeps_its_budge
 /// duration (default 20 s; the README's figure comes from a 300 s run).
 #[test]
 fn memory_stays_flat_under_sustained_load_against_a_black_hole() {
+    let _serial = one_at_a_time();
     let seconds: u64 = std::env::var("FAULT_SOAK_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
