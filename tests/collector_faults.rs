@@ -228,6 +228,9 @@ fn collector_killed_and_restarted_export_resumes_and_every_span_is_delivered_or_
         }
         let (status, _) = service.stop();
         assert_clean(&service, status);
+        for line in service.export_lines() {
+            println!("{line}");
+        }
 
         // Every span is at a collector or counted as lost in the service's own log.
         let totals = service.totals("traces");
@@ -435,6 +438,19 @@ fn memory_stays_flat_under_sustained_load_against_a_black_hole() {
         "RSS grew by {} KiB after warm-up: {samples:?}",
         max - first
     );
+    for line in service.export_lines() {
+        println!("{line}");
+    }
     let traces = service.totals("traces");
     assert!(count(&traces, "dropped") > 0, "{traces}");
+    // At most the start line, one summary per interval (30 s) and the totals, per signal.
+    let allowed = 2 + seconds as usize / 30 + 1;
+    for signal in ["traces", "logs", "metrics"] {
+        let n = service
+            .export_lines()
+            .iter()
+            .filter(|l| l["signal"] == signal)
+            .count();
+        assert!(n <= allowed, "{n} export lines for {signal} in {seconds} s");
+    }
 }

@@ -203,7 +203,12 @@ fn watchdog_exits_1_naming_a_step_that_blocks_the_only_thread() {
         "budget plus margin exceeded: {elapsed:?}"
     );
     let lines = child.json();
-    let last = lines.last().expect("output");
+    // The export totals of the final flush come after it; nothing else does.
+    let last = lines
+        .iter()
+        .rev()
+        .find(|l| l["target"] != "service_telemetry::export")
+        .expect("output");
     assert_eq!(last["level"], "error", "{}", child.output());
     assert_eq!(last["hung_step"], "stuck");
     assert_eq!(last["completed"], "quick");
@@ -238,7 +243,12 @@ fn a_second_signal_forces_exit_1_at_once() {
     assert_eq!(status.code(), Some(1), "{}", child.output());
     assert!(elapsed < Duration::from_secs(2), "not at once: {elapsed:?}");
     let lines = child.json();
-    let last = lines.last().expect("output");
+    // The export totals of the final flush come after it; nothing else does.
+    let last = lines
+        .iter()
+        .rev()
+        .find(|l| l["target"] != "service_telemetry::export")
+        .expect("output");
     assert_eq!(last["level"], "error");
     assert_eq!(last["signal"], "SIGINT");
     assert_eq!(last["interrupted_step"], "slow");
