@@ -54,10 +54,6 @@ pub(crate) fn build(
 ) -> (Pipelines, Vec<ExportProblem>) {
     let mut problems = Vec::new();
     let mut ledgers = Vec::new();
-    // Before any reqwest client exists, the service's own included: with rustls compiled in
-    // without a provider of its own, reqwest panics when none is installed.
-    #[cfg(feature = "tls")]
-    tls::install_crypto_provider();
     let runtime = if needs_runtime(config) {
         match export_runtime() {
             Ok(rt) => Some(rt),

@@ -22,12 +22,6 @@ pub(crate) struct TlsMaterial {
     pub(crate) identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
-/// Makes ring the process's rustls provider unless one is installed already. reqwest built
-/// without its own provider (as here) panics when a client is built with none installed.
-pub(crate) fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 /// The TLS material for `config`'s endpoint: `None` for plaintext.
 pub(crate) fn for_endpoint(config: &SignalConfig) -> Result<Option<TlsMaterial>, String> {
     if !config.endpoint.starts_with("https://") {
@@ -103,7 +97,6 @@ pub(crate) fn blocking_client(
     material: Option<TlsMaterial>,
     timeout: std::time::Duration,
 ) -> Result<reqwest::blocking::Client, String> {
-    install_crypto_provider();
     let build = move || -> Result<reqwest::blocking::Client, String> {
         let mut builder = reqwest::blocking::Client::builder().timeout(timeout);
         match material {
