@@ -119,6 +119,40 @@ fn count(line: &Value, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {key} in {line}"))
 }
 
+/// Waits for the service's first "export failing" warning about spans.
+fn wait_for_trace_export_failure(service: &mut Service) {
+    service
+        .child
+        .wait_for("an export failure warning", ARRIVAL, |l| {
+            l["target"] == "service_telemetry::export"
+                && l["level"] == "warn"
+                && l["signal"] == "traces"
+        });
+}
+
+/// Sends `/work?ms={ms}` until the collector holds such a span; returns how many were sent.
+fn request_until_collected(
+    client: &mut KeepAlive,
+    collector: &Collector,
+    ms: i64,
+    service: &Service,
+    what: &str,
+) -> u64 {
+    let deadline = Instant::now() + ARRIVAL;
+    let mut sent = 0;
+    while !collector.records().iter().any(work_span_with(ms)) {
+        assert!(
+            Instant::now() < deadline,
+            "{what}\n{}",
+            service.child.output()
+        );
+        assert_eq!(client.get(&format!("/work?ms={ms}")), 200);
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    sent
+}
+
 fn work_span_with(ms: i64) -> impl Fn(&Value) -> bool {
     move |r: &Value| {
         let value = &r["attributes"]["work.duration_ms"];
@@ -149,25 +183,16 @@ fn collector_down_at_start_then_up_the_service_starts_at_once_and_later_spans_ar
         for _ in 0..20 {
             assert_eq!(client.get("/work?ms=0"), 200);
         }
-        service
-            .child
-            .wait_for("an export failure warning", ARRIVAL, |l| {
-                l["target"] == "service_telemetry::export"
-                    && l["level"] == "warn"
-                    && l["signal"] == "traces"
-            });
+        wait_for_trace_export_failure(&mut service);
 
         let collector = Collector::start_on(grpc_port, http_port);
-        let deadline = Instant::now() + ARRIVAL;
-        while !collector.records().iter().any(work_span_with(1)) {
-            assert!(
-                Instant::now() < deadline,
-                "grpc={grpc}: no span after the collector came up\n{}",
-                service.child.output()
-            );
-            assert_eq!(client.get("/work?ms=1"), 200);
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        request_until_collected(
+            &mut client,
+            &collector,
+            1,
+            &service,
+            &format!("grpc={grpc}: no span after the collector came up"),
+        );
         service.child.wait_for("a recovery line", ARRIVAL, |l| {
             l["target"] == "service_telemetry::export"
                 && l["signal"] == "traces"

@@ -21,18 +21,7 @@ fn warned_about(run: &ProbeRun, variable: &str) -> bool {
 }
 
 fn assert_clean_exit(run: &ProbeRun) {
-    assert!(
-        run.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        run.status,
-        run.stdout,
-        run.stderr
-    );
-    assert!(
-        !run.stderr.contains("panicked"),
-        "a panic was reported:\n{}",
-        run.stderr
-    );
+    run.assert_clean_exit();
 }
 
 #[test]
@@ -233,15 +222,7 @@ fn https_without_tls_support_falls_back_to_noop_with_one_warning_per_signal() {
         Duration::from_secs(30),
     );
     assert_clean_exit(&run);
-    let export_warnings: Vec<_> = run
-        .warnings()
-        .into_iter()
-        .filter(|w| w["target"] == "service_telemetry::export")
-        .collect();
-    let signals: Vec<_> = export_warnings
-        .iter()
-        .map(|w| w["signal"].as_str().unwrap_or_default())
-        .collect();
+    let (export_warnings, signals) = run.export_warnings();
     assert_eq!(
         signals,
         ["traces", "metrics", "logs"],

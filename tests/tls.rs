@@ -12,7 +12,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use common::collector::Collector;
-use common::probe::{ProbeRun, probe_main, run_probe};
+use common::probe::{probe_main, run_probe};
 use common::tls::{TlsTerminator, make_pki};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -21,17 +21,6 @@ const LIMIT: Duration = Duration::from_secs(60);
 #[ignore = "child-process entry point of the end-to-end tests, run by them"]
 fn probe() {
     probe_main();
-}
-
-fn assert_clean_exit(run: &ProbeRun) {
-    assert!(
-        run.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        run.status,
-        run.stdout,
-        run.stderr
-    );
-    assert!(!run.stderr.contains("panicked"), "a panic:\n{}", run.stderr);
 }
 
 fn protocol_endpoint(grpc: bool, nginx: &TlsTerminator) -> (&'static str, String) {
@@ -66,7 +55,7 @@ fn private_ca_and_client_certificate_through_a_tls_terminator_grpc_and_http() {
             ],
             LIMIT,
         );
-        assert_clean_exit(&run);
+        run.assert_clean_exit();
         assert!(
             run.warnings().is_empty(),
             "{protocol}: {:?}",
@@ -127,7 +116,7 @@ fn untrusted_server_or_missing_client_certificate_fails_exports_without_a_panic(
             ];
             env.extend(files);
             let run = run_probe(&env, LIMIT);
-            assert_clean_exit(&run);
+            run.assert_clean_exit();
             let failing: Vec<_> = run
                 .warnings()
                 .into_iter()
@@ -193,16 +182,8 @@ fn unreadable_or_invalid_certificate_files_warn_once_per_signal_and_fall_back_to
                 ],
                 LIMIT,
             );
-            assert_clean_exit(&run);
-            let warnings: Vec<_> = run
-                .warnings()
-                .into_iter()
-                .filter(|w| w["target"] == "service_telemetry::export")
-                .collect();
-            let signals: Vec<_> = warnings
-                .iter()
-                .map(|w| w["signal"].as_str().unwrap_or_default())
-                .collect();
+            run.assert_clean_exit();
+            let (warnings, signals) = run.export_warnings();
             assert_eq!(
                 signals,
                 ["traces", "metrics", "logs"],
@@ -254,7 +235,7 @@ fn an_https_endpoint_only_ever_receives_tls_handshakes() {
             ],
             LIMIT,
         );
-        assert_clean_exit(&run);
+        run.assert_clean_exit();
         let received: Vec<Vec<u8>> = first_bytes.try_iter().collect();
         assert!(!received.is_empty(), "{protocol}: nothing connected");
         for bytes in &received {

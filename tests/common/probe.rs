@@ -34,6 +34,36 @@ impl ProbeRun {
     pub fn warnings(&self) -> Vec<&Value> {
         self.json.iter().filter(|l| l["level"] == "warn").collect()
     }
+
+    /// The crate's warnings about exporters, and the signals they name in order.
+    pub fn export_warnings(&self) -> (Vec<&Value>, Vec<&str>) {
+        let warnings: Vec<&Value> = self
+            .warnings()
+            .into_iter()
+            .filter(|w| w["target"] == "service_telemetry::export")
+            .collect();
+        let signals = warnings
+            .iter()
+            .map(|w| w["signal"].as_str().unwrap_or_default())
+            .collect();
+        (warnings, signals)
+    }
+
+    /// Exit 0 and no panic reported.
+    pub fn assert_clean_exit(&self) {
+        assert!(
+            self.status.success(),
+            "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        assert!(
+            !self.stderr.contains("panicked"),
+            "a panic was reported:\n{}",
+            self.stderr
+        );
+    }
 }
 
 /// Runs the `probe` test of the current test binary with `env` (and no inherited telemetry
