@@ -33,7 +33,6 @@ fn interesting(line: &str) -> bool {
 struct Service {
     child: Running,
     port: u16,
-    started: Instant,
     ready_after: Duration,
 }
 
@@ -67,7 +66,6 @@ fn start_service(grpc: bool, endpoint: &str, extra: &[(&str, &str)]) -> Service 
     Service {
         child,
         port,
-        started,
         ready_after,
     }
 }
@@ -202,7 +200,6 @@ fn collector_down_at_start_then_up_the_service_starts_at_once_and_later_spans_ar
         });
         let (status, _) = service.stop();
         assert_clean(&service, status);
-        let _ = service.started;
     }
 }
 
