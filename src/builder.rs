@@ -11,8 +11,8 @@ use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::config::{Config, ConfigWarning, Defaults, Signal};
 use crate::error::InitError;
-use crate::export::{self, ExportProblem, Pipelines};
-use crate::logs::{JsonLayer, LogWriter, Stdout, install_panic_hook};
+use crate::export::{self, CustomExporters, ExportProblem, Pipelines};
+use crate::logs::{BufferedWriter, JsonLayer, LogWriter, install_panic_hook};
 use crate::telemetry::{DEFAULT_FLUSH_TIMEOUT, Inner, Telemetry};
 
 type Lookup = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -68,17 +68,19 @@ pub struct TelemetryBuilder {
     flush_timeout: Duration,
     panic_hook: bool,
     export_report_interval: Duration,
+    custom_exporters: CustomExporters,
 }
 
 impl Default for TelemetryBuilder {
     fn default() -> Self {
         TelemetryBuilder {
             defaults: Defaults::default(),
-            writer: Arc::new(Stdout),
+            writer: Arc::new(BufferedWriter::stdout()),
             lookup: Box::new(crate::config::env_lookup),
             flush_timeout: DEFAULT_FLUSH_TIMEOUT,
             panic_hook: true,
             export_report_interval: export::DEFAULT_EXPORT_REPORT_INTERVAL,
+            custom_exporters: CustomExporters::default(),
         }
     }
 }
@@ -121,7 +123,8 @@ impl TelemetryBuilder {
         self
     }
 
-    /// Sends JSON lines to `writer` instead of stdout (for tests: [`crate::MemoryWriter`]).
+    /// Sends JSON lines to `writer` instead of the default, a [`BufferedWriter`] to stdout
+    /// (for tests: [`crate::MemoryWriter`]).
     pub fn with_writer(mut self, writer: impl LogWriter) -> Self {
         self.writer = Arc::new(writer);
         self
@@ -165,6 +168,44 @@ impl TelemetryBuilder {
         self
     }
 
+    /// Sends spans to `exporter` instead of OTLP or the console, whatever `OTEL_ENABLED` and
+    /// `OTEL_TRACES_EXPORTER` say; batching, the queue bound and the export counts in
+    /// [`Telemetry::export_stats`] apply as for OTLP. For tests (the SDK's
+    /// `InMemorySpanExporter`) and for exporters this crate does not ship.
+    ///
+    /// ```
+    /// use opentelemetry_sdk::trace::InMemorySpanExporter;
+    ///
+    /// let spans = InMemorySpanExporter::default();
+    /// let scoped = service_telemetry::Telemetry::builder()
+    ///     .env_lookup(|_| None)
+    ///     .with_writer(service_telemetry::MemoryWriter::new())
+    ///     .with_span_exporter(spans.clone())
+    ///     .set_default();
+    /// tracing::info_span!("checkout").in_scope(|| {});
+    /// scoped.telemetry().flush()?;
+    /// assert_eq!(spans.get_finished_spans()?[0].name, "checkout");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_span_exporter(
+        mut self,
+        exporter: impl opentelemetry_sdk::trace::SpanExporter + 'static,
+    ) -> Self {
+        self.custom_exporters.spans = Some(CustomExporters::spans(exporter));
+        self
+    }
+
+    /// Sends log records to `exporter` instead of OTLP or the console, whatever `OTEL_ENABLED`
+    /// and `OTEL_LOGS_EXPORTER` say; JSON lines on the writer are unaffected. See
+    /// [`with_span_exporter`](Self::with_span_exporter).
+    pub fn with_log_exporter(
+        mut self,
+        exporter: impl opentelemetry_sdk::logs::LogExporter + 'static,
+    ) -> Self {
+        self.custom_exporters.logs = Some(CustomExporters::logs(exporter));
+        self
+    }
+
     /// Leaves the panic hook alone. By default a hook logs each panic as one `error` line and
     /// then calls the hook that was installed before.
     pub fn without_panic_hook(mut self) -> Self {
@@ -183,13 +224,14 @@ impl TelemetryBuilder {
     /// Fails only when another global subscriber is already set. Nothing in the environment
     /// makes it fail, it never blocks on the network and it works with or without a Tokio
     /// runtime of either flavour.
-    pub fn try_init(self) -> Result<Telemetry, InitError> {
+    pub fn try_init(mut self) -> Result<Telemetry, InitError> {
         let parts = self.assemble();
         if tracing::dispatcher::set_global_default(parts.dispatch.clone()).is_err() {
             // The same bounded, parallel shutdown as any guard's, so this cannot hang either.
             let _ = self.guard(parts).shutdown(self.flush_timeout);
             return Err(InitError::SubscriberAlreadySet);
         }
+        crate::logs::install_writer(self.writer.clone());
         // Route `log` records into the same pipeline; an existing `log` logger is kept.
         let log_bridge = tracing_log::LogTracer::init().is_ok();
         crate::propagation::install(&parts.config.propagators);
@@ -200,27 +242,32 @@ impl TelemetryBuilder {
         if self.panic_hook {
             install_panic_hook();
         }
-        report(&parts.config, &parts.warnings, &parts.problems, log_bridge);
+        report(&parts, log_bridge);
         Ok(self.guard(parts))
     }
 
     /// Installs the subscriber for the current thread only, until the returned guard is
     /// dropped, and touches no global state (no global providers, propagator, `log` bridge
     /// or panic hook). For tests and benchmarks that must not install globals.
-    pub fn set_default(self) -> ScopedTelemetry {
+    pub fn set_default(mut self) -> ScopedTelemetry {
         let parts = self.assemble();
         let scope = tracing::dispatcher::set_default(&parts.dispatch);
-        report(&parts.config, &parts.warnings, &parts.problems, false);
+        report(&parts, false);
         ScopedTelemetry {
             telemetry: self.guard(parts),
             _scope: scope,
         }
     }
 
-    fn assemble(&self) -> Parts {
+    fn assemble(&mut self) -> Parts {
         let (config, warnings) = self.config();
         let resource = crate::resource::build(&config);
-        let (pipelines, problems) = export::build(&config, &resource, self.export_report_interval);
+        let (pipelines, problems) = export::build(
+            &config,
+            &resource,
+            self.export_report_interval,
+            std::mem::take(&mut self.custom_exporters),
+        );
         let logs_open = Arc::new(AtomicBool::new(true));
         let dispatch =
             subscriber(&config, &pipelines, self.writer.clone(), logs_open.clone()).into();
@@ -384,12 +431,14 @@ fn interest(enabled: bool) -> tracing::subscriber::Interest {
 
 /// Logs what `init` found once the logger is up: one warning per unusable setting, one per
 /// signal that fell back to no-op, then one line with the effective settings.
-pub(crate) fn report(
-    config: &Config,
-    warnings: &[ConfigWarning],
-    problems: &[ExportProblem],
-    log_bridge: bool,
-) {
+fn report(parts: &Parts, log_bridge: bool) {
+    let Parts {
+        config,
+        warnings,
+        problems,
+        pipelines,
+        ..
+    } = parts;
     for w in warnings {
         warn_config(w);
     }
@@ -405,6 +454,14 @@ pub(crate) fn report(
     }
     let describe = |signal: Signal| -> String {
         let c = config.signal(signal);
+        let custom = match signal {
+            Signal::Traces => pipelines.custom_traces,
+            Signal::Logs => pipelines.custom_logs,
+            _ => false,
+        };
+        if custom {
+            return "custom exporter".to_owned();
+        }
         if !config.exports(signal) {
             return "none".to_owned();
         }

@@ -18,7 +18,10 @@ pub use builder::{ScopedTelemetry, TelemetryBuilder};
 pub use config::{Config, ConfigWarning, ShutdownConfig, Signal};
 pub use error::{FlushError, InitError};
 pub use export::{DEFAULT_EXPORT_REPORT_INTERVAL, ExportStats, SignalStats};
-pub use logs::{LogWriter, MemoryWriter, Stdout};
+pub use logs::{
+    BufferedWriter, BufferedWriterBuilder, DEFAULT_BUFFER_CAPACITY, DEFAULT_WRITE_INTERVAL,
+    FLUSH_WAIT, LogWriter, MemoryWriter, Overflow, Stdout,
+};
 pub use shutdown::{Shutdown, ShutdownHandle};
 pub use telemetry::{DEFAULT_FLUSH_TIMEOUT, Telemetry};
 

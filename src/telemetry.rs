@@ -99,6 +99,12 @@ impl Telemetry {
         result
     }
 
+    /// JSON lines the log writer has dropped because its destination did not keep up (see
+    /// [`crate::Overflow`]); always 0 for writers that never drop.
+    pub fn dropped_log_lines(&self) -> u64 {
+        self.inner.writer.dropped_lines()
+    }
+
     /// Writes out whatever the log writer buffers, without touching the exporters.
     pub(crate) fn flush_log_writer(&self) {
         self.inner.writer.flush();

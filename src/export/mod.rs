@@ -37,21 +37,77 @@ pub(crate) struct ExportProblem {
     pub(crate) cause: String,
 }
 
+/// Adds a span exporter supplied in code (accounted, behind the admission check) to the
+/// tracer provider builder.
+pub(crate) type AddSpanExporter = Box<
+    dyn FnOnce(TracerProviderBuilder, &SignalConfig, Arc<Ledger>) -> TracerProviderBuilder
+        + Send
+        + Sync,
+>;
+/// Adds a log exporter supplied in code to the logger provider builder.
+pub(crate) type AddLogExporter = Box<
+    dyn FnOnce(LoggerProviderBuilder, &SignalConfig, Arc<Ledger>) -> LoggerProviderBuilder
+        + Send
+        + Sync,
+>;
+
+/// Exporters a service supplies in code; each replaces OTLP and the console for its signal.
+#[derive(Default)]
+pub(crate) struct CustomExporters {
+    pub(crate) spans: Option<AddSpanExporter>,
+    pub(crate) logs: Option<AddLogExporter>,
+}
+
+impl CustomExporters {
+    pub(crate) fn spans<E>(exporter: E) -> AddSpanExporter
+    where
+        E: opentelemetry_sdk::trace::SpanExporter + 'static,
+    {
+        Box::new(move |builder, config, ledger| {
+            with_spans(
+                builder,
+                Accounted::new(exporter, ledger.clone()),
+                config,
+                Some(ledger),
+            )
+        })
+    }
+
+    pub(crate) fn logs<E>(exporter: E) -> AddLogExporter
+    where
+        E: opentelemetry_sdk::logs::LogExporter + 'static,
+    {
+        Box::new(move |builder, config, ledger| {
+            with_logs(
+                builder,
+                Accounted::new(exporter, ledger.clone()),
+                config,
+                Some(ledger),
+            )
+        })
+    }
+}
+
 /// The providers `init` installs, plus the runtime that drives gRPC exports.
 pub(crate) struct Pipelines {
     pub(crate) tracer_provider: SdkTracerProvider,
     pub(crate) meter_provider: Option<SdkMeterProvider>,
     pub(crate) logger_provider: Option<SdkLoggerProvider>,
     pub(crate) runtime: Option<Runtime>,
-    /// One per OTLP pipeline that was built.
+    /// One per OTLP or custom pipeline that was built.
     pub(crate) ledgers: Vec<Arc<Ledger>>,
+    /// Which signals go to an exporter supplied in code.
+    pub(crate) custom_traces: bool,
+    pub(crate) custom_logs: bool,
 }
 
 pub(crate) fn build(
     config: &Config,
     resource: &Resource,
     report_interval: Duration,
+    custom: CustomExporters,
 ) -> (Pipelines, Vec<ExportProblem>) {
+    let (custom_traces, custom_logs) = (custom.spans.is_some(), custom.logs.is_some());
     let mut problems = Vec::new();
     let mut ledgers = Vec::new();
     let runtime = if needs_runtime(config) {
@@ -74,7 +130,15 @@ pub(crate) fn build(
         .with_sampler(sdk_sampler(config.sampler))
         .with_resource(resource.clone());
     // The tracer provider exists even with nothing to export: it mints the ids of log lines.
-    if config.exports(Signal::Traces) {
+    if let Some(add) = custom.spans {
+        let ledger = Ledger::new(
+            Signal::Traces,
+            config.traces.batch.max_queue_size,
+            report_interval,
+        );
+        traces = add(traces, &config.traces, ledger.clone());
+        ledgers.push(ledger);
+    } else if config.exports(Signal::Traces) {
         traces = add_traces(
             traces,
             &config.traces,
@@ -99,7 +163,14 @@ pub(crate) fn build(
         ok.then(|| builder.build())
     });
 
-    let logger_provider = config.exports(Signal::Logs).then(|| {
+    let logger_provider = if let Some(add) = custom.logs {
+        let ledger = Ledger::new(Signal::Logs, config.logs.batch.max_queue_size, report_interval);
+        let builder = SdkLoggerProvider::builder().with_resource(resource.clone());
+        let provider = add(builder, &config.logs, ledger.clone()).build();
+        ledgers.push(ledger);
+        Some(Some(provider))
+    } else {
+        config.exports(Signal::Logs).then(|| {
         let builder = SdkLoggerProvider::builder().with_resource(resource.clone());
         let (builder, ok) = add_logs(
             builder,
@@ -110,7 +181,8 @@ pub(crate) fn build(
             report_interval,
         );
         ok.then(|| builder.build())
-    });
+        })
+    };
 
     if let Some(Some(provider)) = &meter_provider {
         use opentelemetry::metrics::MeterProvider as _;
@@ -123,6 +195,8 @@ pub(crate) fn build(
         logger_provider: logger_provider.flatten(),
         runtime,
         ledgers,
+        custom_traces,
+        custom_logs,
     };
     (pipelines, problems)
 }

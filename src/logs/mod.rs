@@ -1,5 +1,6 @@
 //! Structured JSON logs on stdout, correlated with traces.
 
+mod buffered;
 mod escape;
 mod json;
 mod panic;
@@ -8,4 +9,25 @@ mod writer;
 
 pub(crate) use json::JsonLayer;
 pub(crate) use panic::install_panic_hook;
+pub use buffered::{
+    BufferedWriter, BufferedWriterBuilder, DEFAULT_BUFFER_CAPACITY, DEFAULT_WRITE_INTERVAL,
+    FLUSH_WAIT, Overflow,
+};
 pub use writer::{LogWriter, MemoryWriter, Stdout};
+
+use std::sync::{Arc, OnceLock};
+
+/// The writer of the globally installed subscriber, flushed by the panic hook and before the
+/// shutdown coordinator exits.
+static INSTALLED_WRITER: OnceLock<Arc<dyn LogWriter>> = OnceLock::new();
+
+pub(crate) fn install_writer(writer: Arc<dyn LogWriter>) {
+    let _ = INSTALLED_WRITER.set(writer);
+}
+
+/// Writes out what the installed writer buffers (bounded by the writer's own wait).
+pub(crate) fn flush_installed_writer() {
+    if let Some(writer) = INSTALLED_WRITER.get() {
+        writer.flush();
+    }
+}

@@ -19,6 +19,9 @@ pub(crate) fn install_panic_hook() {
             thread.name = thread.name().unwrap_or("<unnamed>"),
             "panicked: {message}"
         );
+        // With `panic = "abort"`, or a panic that ends the process, this is the last chance
+        // to write out the buffered lines, this one included.
+        super::flush_installed_writer();
         previous(info);
     }));
 }

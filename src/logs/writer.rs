@@ -12,9 +12,15 @@ pub trait LogWriter: Send + Sync + 'static {
     fn write_line(&self, line: &[u8]);
     /// Pushes buffered lines to their destination.
     fn flush(&self) {}
+    /// Lines dropped so far because the destination did not keep up.
+    fn dropped_lines(&self) -> u64 {
+        0
+    }
 }
 
-/// Standard output, one `write` per line under the stdout lock.
+/// Standard output written directly: one `write` system call per line, on the caller's
+/// thread, under the stdout lock. The default is [`crate::BufferedWriter`], which moves the
+/// write to a background thread.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Stdout;
 
@@ -94,5 +100,9 @@ impl<W: LogWriter + ?Sized> LogWriter for Arc<W> {
 
     fn flush(&self) {
         (**self).flush()
+    }
+
+    fn dropped_lines(&self) -> u64 {
+        (**self).dropped_lines()
     }
 }

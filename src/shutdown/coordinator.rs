@@ -360,8 +360,8 @@ impl Shared {
             if !finishing && !left.is_zero() {
                 let _ = telemetry.shutdown(left);
             }
-            telemetry.flush_log_writer();
         }
+        self.flush_log_lines();
         (self.exit)(1);
     }
 
@@ -376,10 +376,17 @@ impl Shared {
             "second {signal} during shutdown: exiting with code 1 at once, interrupting {}",
             interrupted.running
         );
+        self.flush_log_lines();
+        (self.exit)(1);
+    }
+
+    /// Writes out buffered log lines before the process exits: the guard's writer, and the
+    /// installed subscriber's when it is another one.
+    pub(super) fn flush_log_lines(&self) {
         if let Some(telemetry) = &self.telemetry {
             telemetry.flush_log_writer();
         }
-        (self.exit)(1);
+        crate::logs::flush_installed_writer();
     }
 
     /// The report when the process is ended early, from the state at that moment.

@@ -426,12 +426,12 @@ impl Shutdown {
         if let Some(telemetry) = &shared.telemetry {
             if let Err(e) = telemetry.shutdown(shared.remaining(at)) {
                 tracing::warn!(target: TARGET, error = %e, "telemetry flush incomplete at exit");
-                telemetry.flush_log_writer();
             }
         }
         if !shared.claim_exit() {
             return shared.partial_report();
         }
+        shared.flush_log_lines();
         (shared.exit)(report.exit_code);
         report
     }
