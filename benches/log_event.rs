@@ -1,30 +1,29 @@
-//! One `info!` with two fields inside an entered span with two fields, lines discarded.
-//! Compares this crate's JSON layer (export off and on) with tracing-subscriber's JSON
-//! formatter, alone and with the tracing-opentelemetry layer, in the same run.
+//! One `info!` with two fields inside an entered span with two fields; lines formatted in
+//! full and discarded. Every alternative runs in the same process and the same group:
+//!
+//! - `tracing-subscriber` `fmt().json()`, the baseline (no trace ids);
+//! - the same plus the `tracing-opentelemetry` layer (ids exist but are not printed);
+//! - `json-subscriber` with OpenTelemetry ids, the usual way to get correlated JSON;
+//! - this crate with export off (ids still minted and printed), with traces exported, and
+//!   with traces and log records exported (no-op exporters behind the real batch processors).
 //!
 //! Run with `cargo bench --bench log_event`.
 
+mod common;
+
 use std::hint::black_box;
 
+use common::{Export, ours};
 use criterion::{Criterion, criterion_group, criterion_main};
 use opentelemetry::trace::TracerProvider as _;
-use service_telemetry::{LogWriter, Telemetry};
 use tracing::dispatcher::Dispatch;
 use tracing_subscriber::layer::SubscriberExt;
 
-struct Discard;
-
-impl LogWriter for Discard {
-    fn write_line(&self, line: &[u8]) {
-        black_box(line);
-    }
-}
-
-fn event_in_span(c: &mut Criterion, name: &str, dispatch: &Dispatch) {
+fn event_in_span(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, name: &str, dispatch: &Dispatch) {
     tracing::dispatcher::with_default(dispatch, || {
         let span = tracing::info_span!("request", method = "GET", route = "/orders/{id}");
         let _entered = span.enter();
-        c.bench_function(name, |b| {
+        group.bench_function(name, |b| {
             b.iter(|| {
                 tracing::info!(
                     order_id = black_box(42u64),
@@ -36,30 +35,34 @@ fn event_in_span(c: &mut Criterion, name: &str, dispatch: &Dispatch) {
     });
 }
 
-fn ours(c: &mut Criterion, name: &str, env: &'static [(&'static str, &'static str)]) {
-    let scoped = Telemetry::builder()
-        .with_writer(Discard)
-        .env_lookup(move |k| {
-            env.iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| (*v).to_owned())
-        })
-        .set_default();
+fn ours_variant(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    export: Export,
+) {
+    let scoped = ours(export, &[]);
     let dispatch = tracing::dispatcher::get_default(Clone::clone);
-    event_in_span(c, name, &dispatch);
+    event_in_span(group, name, &dispatch);
+    let stats = scoped.telemetry().export_stats();
+    eprintln!(
+        "{name}: spans exported {} dropped {}, log records exported {} dropped {}",
+        stats.traces.exported, stats.traces.dropped, stats.logs.exported, stats.logs.dropped
+    );
     drop(scoped);
 }
 
 fn log_event(c: &mut Criterion) {
+    let mut group = c.benchmark_group("log_event");
+
     let fmt_json = Dispatch::new(
         tracing_subscriber::fmt()
             .json()
             .with_writer(std::io::sink)
             .finish(),
     );
-    event_in_span(c, "log_event/tracing_subscriber_fmt_json", &fmt_json);
+    event_in_span(&mut group, "tracing_subscriber_fmt_json", &fmt_json);
 
-    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    let provider = common::sdk_provider(opentelemetry_sdk::trace::Sampler::AlwaysOn);
     let fmt_json_otel = Dispatch::new(
         tracing_subscriber::registry()
             .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench")))
@@ -69,24 +72,28 @@ fn log_event(c: &mut Criterion) {
                     .with_writer(std::io::sink),
             ),
     );
-    event_in_span(
-        c,
-        "log_event/fmt_json_plus_tracing_opentelemetry",
-        &fmt_json_otel,
-    );
+    event_in_span(&mut group, "fmt_json_plus_tracing_opentelemetry", &fmt_json_otel);
 
-    ours(c, "log_event/service_telemetry_export_off", &[]);
-    // Export on to a refused port: spans and log records take the SDK's enqueue path; the
-    // batch processors drop what they cannot send, as they would under any tight loop.
-    ours(
-        c,
-        "log_event/service_telemetry_export_on",
-        &[
-            ("OTEL_ENABLED", "true"),
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9"),
-            ("OTEL_LOG_LEVEL", "off"),
-        ],
+    let json_subscriber_ids = Dispatch::new(
+        tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench")))
+            .with(
+                json_subscriber::fmt::layer()
+                    .with_opentelemetry_ids(true)
+                    .with_writer(std::io::sink),
+            ),
     );
+    event_in_span(&mut group, "json_subscriber_with_otel_ids", &json_subscriber_ids);
+
+    ours_variant(&mut group, "service_telemetry_export_off", Export::Off);
+    ours_variant(&mut group, "service_telemetry_traces_exported", Export::Traces);
+    ours_variant(
+        &mut group,
+        "service_telemetry_traces_and_logs_exported",
+        Export::TracesAndLogs,
+    );
+    group.finish();
+    let _ = provider.shutdown();
 }
 
 criterion_group! {

@@ -164,7 +164,7 @@ impl Inner {
                 runtime.shutdown_background();
             }
         }
-        self.writer.flush();
+        self.writer.close();
         result
     }
 

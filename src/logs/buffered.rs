@@ -41,9 +41,10 @@ pub enum Overflow {
 ///   never interleave, and each chunk is one `write_all` under the stdout lock, so `println!`
 ///   lines from the service do not land inside it.
 /// - Nothing is lost at shutdown, on a panic or on the shutdown watchdog's exit: each of them
-///   flushes (waiting at most [`FLUSH_WAIT`]). Lines logged after the last flush before a
-///   `std::process::exit` the crate does not know about may be lost; drop or shut down the
-///   [`crate::Telemetry`] guard first.
+///   flushes (waiting at most [`FLUSH_WAIT`]), and once the [`crate::Telemetry`] guard has shut
+///   down, later lines are written directly on the caller's thread. Only a
+///   `std::process::exit` while the guard is still alive can lose the lines of the last
+///   write interval; drop or shut down the guard first.
 /// - Memory is bounded by the capacity (one line larger than the capacity is still accepted
 ///   into an empty buffer). What happens when it is full is the [`Overflow`] policy.
 ///
@@ -348,15 +349,27 @@ impl LogWriter for BufferedWriter {
     fn dropped_lines(&self) -> u64 {
         lock(&self.shared.state).dropped_total
     }
+
+    fn close(&self) {
+        self.shared.flush(FLUSH_WAIT);
+        self.shared.close();
+    }
+}
+
+impl Shared {
+    /// Flushes, then makes later lines go straight to the sink on the caller's thread.
+    fn close(&self) {
+        lock(&self.state).closed = true;
+        if let Some(Some(worker)) = self.worker.get() {
+            worker.unpark();
+        }
+    }
 }
 
 impl Drop for BufferedWriter {
     fn drop(&mut self) {
         self.shared.flush(FLUSH_WAIT);
-        lock(&self.shared.state).closed = true;
-        if let Some(Some(worker)) = self.shared.worker.get() {
-            worker.unpark();
-        }
+        self.shared.close();
     }
 }
 

@@ -16,6 +16,12 @@ pub trait LogWriter: Send + Sync + 'static {
     fn dropped_lines(&self) -> u64 {
         0
     }
+    /// Called once when telemetry shuts down: write out what is buffered, and write any line
+    /// that still comes (logged on the way out of the process) straight through, since no
+    /// later flush will come.
+    fn close(&self) {
+        self.flush()
+    }
 }
 
 /// Standard output written directly: one `write` system call per line, on the caller's
@@ -104,5 +110,9 @@ impl<W: LogWriter + ?Sized> LogWriter for Arc<W> {
 
     fn dropped_lines(&self) -> u64 {
         (**self).dropped_lines()
+    }
+
+    fn close(&self) {
+        (**self).close()
     }
 }

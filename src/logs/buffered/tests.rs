@@ -228,3 +228,17 @@ fn dropping_the_writer_writes_what_it_buffers() {
     drop(writer);
     assert_eq!(sink.lines().len(), 10);
 }
+
+#[test]
+fn after_close_lines_are_written_at_once() {
+    let sink = GatedSink::default();
+    let writer = BufferedWriter::builder()
+        .write_interval(Duration::from_secs(60))
+        .to(sink.clone());
+    writer.write_line(line(0, 0).as_bytes());
+    writer.close();
+    assert_eq!(sink.lines().len(), 1);
+    // Logged on the way out, after the last flush: no flush will come, so it goes through.
+    writer.write_line(line(0, 1).as_bytes());
+    assert_eq!(sink.lines().len(), 2);
+}

@@ -312,3 +312,21 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn ids_are_written_as_their_display_writes_them() {
+    use opentelemetry::trace::{SpanId, TraceId};
+    for (trace, span) in [
+        (0x0000_0000_0000_0000_0000_0000_0000_00a1u128, 0x0000_0000_0000_0b02u64),
+        (u128::MAX, u64::MAX),
+        (0x0123_4567_89ab_cdef_fedc_ba98_7654_3210, 0x0f0e_0d0c_0b0a_0908),
+    ] {
+        let (trace, span) = (TraceId::from(trace), SpanId::from(span));
+        let mut out = String::new();
+        super::push_hex(&mut out, &trace.to_bytes());
+        assert_eq!(out, trace.to_string());
+        out.clear();
+        super::push_hex(&mut out, &span.to_bytes());
+        assert_eq!(out, span.to_string());
+    }
+}

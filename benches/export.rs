@@ -1,0 +1,355 @@
+//! Startup, shutdown flush and sustained export against the real test collector (rotel on
+//! loopback, installed by `scripts/install-test-collector.sh`; `ROTEL_BIN` overrides the path).
+//! Each group runs the common alternative in the same process: a hand-written
+//! opentelemetry-otlp + tracing-opentelemetry + `fmt().json()` setup, as in their docs.
+//!
+//! - `init`: time to build and install the whole pipeline (export to a live collector).
+//! - `flush_2000_spans`: time for a flush to deliver 2000 queued spans.
+//! - `export_throughput`: spans per second sustained to the collector with the default queue,
+//!   the producer backing off when the queue is three quarters full, so nothing is dropped;
+//!   the service-side CPU per exported span (all threads of this process, from
+//!   `/proc/self/stat`) is printed after each variant.
+//!
+//! Run with `cargo bench --bench export`. Without the collector installed it says so and
+//! measures nothing.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Discard;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use opentelemetry::trace::TracerProvider as _;
+use service_telemetry::{ScopedTelemetry, Telemetry};
+use tracing::dispatcher::Dispatch;
+use tracing_subscriber::layer::SubscriberExt;
+
+struct Collector {
+    child: Child,
+    grpc: u16,
+    http: u16,
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+fn start_collector() -> Option<Collector> {
+    let agent = std::env::var_os("ROTEL_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join(".tools/rotel-venv/lib/python3.11/site-packages/rotel/rotel-agent")
+    });
+    if !agent.exists() {
+        eprintln!(
+            "export benches skipped: no collector at {} (run scripts/install-test-collector.sh)",
+            agent.display()
+        );
+        return None;
+    }
+    let (grpc, http) = (free_port(), free_port());
+    let child = Command::new(agent)
+        .args(["start", "--exporter", "blackhole"])
+        .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc}")])
+        .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let collector = Collector { child, grpc, http };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for port in [grpc, http] {
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                eprintln!("export benches skipped: the collector did not start");
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    Some(collector)
+}
+
+#[derive(Clone, Copy)]
+enum Transport {
+    Grpc,
+    Http,
+}
+
+impl Transport {
+    fn name(self) -> &'static str {
+        match self {
+            Transport::Grpc => "grpc",
+            Transport::Http => "http",
+        }
+    }
+
+    fn port(self, c: &Collector) -> u16 {
+        match self {
+            Transport::Grpc => c.grpc,
+            Transport::Http => c.http,
+        }
+    }
+}
+
+/// This crate, spans only, to the collector.
+fn ours(collector: &Collector, transport: Transport) -> ScopedTelemetry {
+    let env: Vec<(&'static str, String)> = vec![
+        ("OTEL_ENABLED", "true".into()),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{}", transport.port(collector)),
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            match transport {
+                Transport::Grpc => "grpc",
+                Transport::Http => "http/protobuf",
+            }
+            .into(),
+        ),
+        ("OTEL_METRICS_EXPORTER", "none".into()),
+        ("OTEL_LOGS_EXPORTER", "none".into()),
+    ];
+    Telemetry::builder()
+        .with_writer(Discard)
+        .without_panic_hook()
+        .env_lookup(move |k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
+        .set_default()
+}
+
+/// The setup the opentelemetry-otlp and tracing-opentelemetry docs show.
+struct HandWritten {
+    provider: opentelemetry_sdk::trace::SdkTracerProvider,
+    dispatch: Dispatch,
+    _runtime: Option<tokio::runtime::Runtime>,
+}
+
+fn hand_written(collector: &Collector, transport: Transport) -> HandWritten {
+    use opentelemetry_otlp::WithExportConfig as _;
+    let endpoint = format!("http://127.0.0.1:{}", transport.port(collector));
+    let (exporter, runtime) = match transport {
+        Transport::Grpc => {
+            // tonic needs a Tokio reactor when the exporter is built.
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let exporter = {
+                let _entered = rt.enter();
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(endpoint)
+                    .build()
+                    .expect("exporter")
+            };
+            (exporter, Some(rt))
+        }
+        Transport::Http => (
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_endpoint(format!("{endpoint}/v1/traces"))
+                .build()
+                .expect("exporter"),
+            None,
+        ),
+    };
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .build();
+    let dispatch = Dispatch::new(
+        tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench")))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::sink),
+            ),
+    );
+    HandWritten {
+        provider,
+        dispatch,
+        _runtime: runtime,
+    }
+}
+
+fn spans(n: usize) {
+    for i in 0..n {
+        let span = tracing::info_span!("request", method = "GET", n = i as u64);
+        drop(span.enter());
+    }
+}
+
+/// User plus system CPU time of this whole process.
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // The kernel reports clock ticks, 100 per second on every Linux configuration we run.
+    Duration::from_millis(fields.iter().sum::<u64>() * 10)
+}
+
+fn init(c: &mut Criterion, collector: &Collector) {
+    let mut group = c.benchmark_group("init");
+    group.sample_size(20);
+    for transport in [Transport::Grpc, Transport::Http] {
+        group.bench_function(BenchmarkId::new("service_telemetry", transport.name()), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let started = Instant::now();
+                    let scoped = ours(collector, transport);
+                    total += started.elapsed();
+                    drop(scoped);
+                }
+                total
+            })
+        });
+        group.bench_function(BenchmarkId::new("hand_written_otlp", transport.name()), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let started = Instant::now();
+                    let setup = hand_written(collector, transport);
+                    let scope = tracing::dispatcher::set_default(&setup.dispatch);
+                    total += started.elapsed();
+                    drop(scope);
+                    let _ = setup.provider.shutdown();
+                }
+                total
+            })
+        });
+    }
+    group.finish();
+}
+
+const FLUSHED: usize = 2000;
+
+fn flush(c: &mut Criterion, collector: &Collector) {
+    let mut group = c.benchmark_group("flush_2000_spans");
+    group.sample_size(20);
+    for transport in [Transport::Grpc, Transport::Http] {
+        let scoped = ours(collector, transport);
+        group.bench_function(BenchmarkId::new("service_telemetry", transport.name()), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    spans(FLUSHED);
+                    let started = Instant::now();
+                    scoped.telemetry().flush().expect("flush");
+                    total += started.elapsed();
+                }
+                total
+            })
+        });
+        let stats = scoped.telemetry().export_stats().traces;
+        eprintln!(
+            "flush {}: exported {} dropped {} failed {}",
+            transport.name(),
+            stats.exported,
+            stats.dropped,
+            stats.failed
+        );
+        drop(scoped);
+
+        let setup = hand_written(collector, transport);
+        group.bench_function(BenchmarkId::new("hand_written_otlp", transport.name()), |b| {
+            tracing::dispatcher::with_default(&setup.dispatch, || {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        spans(FLUSHED);
+                        let started = Instant::now();
+                        setup.provider.force_flush().expect("flush");
+                        total += started.elapsed();
+                    }
+                    total
+                })
+            })
+        });
+        let _ = setup.provider.shutdown();
+    }
+    group.finish();
+}
+
+const BATCH: u64 = 20_000;
+
+fn throughput(c: &mut Criterion, collector: &Collector) {
+    let mut group = c.benchmark_group("export_throughput");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(BATCH));
+    for transport in [Transport::Grpc, Transport::Http] {
+        let scoped = ours(collector, transport);
+        let telemetry = scoped.telemetry();
+        let capacity = telemetry.config().traces.batch.max_queue_size as u64;
+        let cpu_before = process_cpu();
+        let exported_before = telemetry.export_stats().traces.exported;
+        group.bench_function(BenchmarkId::new("service_telemetry", transport.name()), |b| {
+            b.iter_custom(|iters| {
+                let started = Instant::now();
+                let target = telemetry.export_stats().traces.exported + iters * BATCH;
+                let mut created = 0;
+                while created < iters * BATCH {
+                    spans(64);
+                    created += 64;
+                    while telemetry.export_stats().traces.queued > capacity * 3 / 4 {
+                        std::thread::sleep(Duration::from_micros(50));
+                    }
+                }
+                while telemetry.export_stats().traces.exported < target {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                started.elapsed()
+            })
+        });
+        let stats = telemetry.export_stats().traces;
+        let exported = stats.exported - exported_before;
+        let cpu = process_cpu().saturating_sub(cpu_before);
+        eprintln!(
+            "export_throughput {}: {} spans exported, {} dropped, {} failed; service CPU {:.2} s = {:.2} us per exported span",
+            transport.name(),
+            exported,
+            stats.dropped,
+            stats.failed,
+            cpu.as_secs_f64(),
+            cpu.as_secs_f64() * 1e6 / exported.max(1) as f64
+        );
+        drop(scoped);
+    }
+    group.finish();
+}
+
+fn export(c: &mut Criterion) {
+    let Some(collector) = start_collector() else {
+        return;
+    };
+    init(c, &collector);
+    flush(c, &collector);
+    throughput(c, &collector);
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(std::time::Duration::from_secs(5));
+    targets = export
+}
+criterion_main!(benches);
