@@ -47,10 +47,12 @@ fn free_port() -> u16 {
 }
 
 fn start_collector() -> Option<Collector> {
-    let agent = std::env::var_os("ROTEL_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join(".tools/rotel-venv/lib/python3.11/site-packages/rotel/rotel-agent")
-    });
+    let agent = std::env::var_os("ROTEL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join(".tools/rotel-venv/lib/python3.11/site-packages/rotel/rotel-agent")
+        });
     if !agent.exists() {
         eprintln!(
             "export benches skipped: no collector at {} (run scripts/install-test-collector.sh)",
@@ -212,32 +214,38 @@ fn init(c: &mut Criterion, collector: &Collector) {
     let mut group = c.benchmark_group("init");
     group.sample_size(20);
     for transport in [Transport::Grpc, Transport::Http] {
-        group.bench_function(BenchmarkId::new("service_telemetry", transport.name()), |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let started = Instant::now();
-                    let scoped = ours(collector, transport);
-                    total += started.elapsed();
-                    drop(scoped);
-                }
-                total
-            })
-        });
-        group.bench_function(BenchmarkId::new("hand_written_otlp", transport.name()), |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let started = Instant::now();
-                    let setup = hand_written(collector, transport);
-                    let scope = tracing::dispatcher::set_default(&setup.dispatch);
-                    total += started.elapsed();
-                    drop(scope);
-                    let _ = setup.provider.shutdown();
-                }
-                total
-            })
-        });
+        group.bench_function(
+            BenchmarkId::new("service_telemetry", transport.name()),
+            |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let started = Instant::now();
+                        let scoped = ours(collector, transport);
+                        total += started.elapsed();
+                        drop(scoped);
+                    }
+                    total
+                })
+            },
+        );
+        group.bench_function(
+            BenchmarkId::new("hand_written_otlp", transport.name()),
+            |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let started = Instant::now();
+                        let setup = hand_written(collector, transport);
+                        let scope = tracing::dispatcher::set_default(&setup.dispatch);
+                        total += started.elapsed();
+                        drop(scope);
+                        let _ = setup.provider.shutdown();
+                    }
+                    total
+                })
+            },
+        );
     }
     group.finish();
 }
@@ -249,18 +257,21 @@ fn flush(c: &mut Criterion, collector: &Collector) {
     group.sample_size(20);
     for transport in [Transport::Grpc, Transport::Http] {
         let scoped = ours(collector, transport);
-        group.bench_function(BenchmarkId::new("service_telemetry", transport.name()), |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    spans(FLUSHED);
-                    let started = Instant::now();
-                    scoped.telemetry().flush().expect("flush");
-                    total += started.elapsed();
-                }
-                total
-            })
-        });
+        group.bench_function(
+            BenchmarkId::new("service_telemetry", transport.name()),
+            |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        spans(FLUSHED);
+                        let started = Instant::now();
+                        scoped.telemetry().flush().expect("flush");
+                        total += started.elapsed();
+                    }
+                    total
+                })
+            },
+        );
         let stats = scoped.telemetry().export_stats().traces;
         eprintln!(
             "flush {}: exported {} dropped {} failed {}",
@@ -272,20 +283,23 @@ fn flush(c: &mut Criterion, collector: &Collector) {
         drop(scoped);
 
         let setup = hand_written(collector, transport);
-        group.bench_function(BenchmarkId::new("hand_written_otlp", transport.name()), |b| {
-            tracing::dispatcher::with_default(&setup.dispatch, || {
-                b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        spans(FLUSHED);
-                        let started = Instant::now();
-                        setup.provider.force_flush().expect("flush");
-                        total += started.elapsed();
-                    }
-                    total
+        group.bench_function(
+            BenchmarkId::new("hand_written_otlp", transport.name()),
+            |b| {
+                tracing::dispatcher::with_default(&setup.dispatch, || {
+                    b.iter_custom(|iters| {
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            spans(FLUSHED);
+                            let started = Instant::now();
+                            setup.provider.force_flush().expect("flush");
+                            total += started.elapsed();
+                        }
+                        total
+                    })
                 })
-            })
-        });
+            },
+        );
         let _ = setup.provider.shutdown();
     }
     group.finish();
@@ -303,24 +317,27 @@ fn throughput(c: &mut Criterion, collector: &Collector) {
         let capacity = telemetry.config().traces.batch.max_queue_size as u64;
         let cpu_before = process_cpu();
         let exported_before = telemetry.export_stats().traces.exported;
-        group.bench_function(BenchmarkId::new("service_telemetry", transport.name()), |b| {
-            b.iter_custom(|iters| {
-                let started = Instant::now();
-                let target = telemetry.export_stats().traces.exported + iters * BATCH;
-                let mut created = 0;
-                while created < iters * BATCH {
-                    spans(64);
-                    created += 64;
-                    while telemetry.export_stats().traces.queued > capacity * 3 / 4 {
-                        std::thread::sleep(Duration::from_micros(50));
+        group.bench_function(
+            BenchmarkId::new("service_telemetry", transport.name()),
+            |b| {
+                b.iter_custom(|iters| {
+                    let started = Instant::now();
+                    let target = telemetry.export_stats().traces.exported + iters * BATCH;
+                    let mut created = 0;
+                    while created < iters * BATCH {
+                        spans(64);
+                        created += 64;
+                        while telemetry.export_stats().traces.queued > capacity * 3 / 4 {
+                            std::thread::sleep(Duration::from_micros(50));
+                        }
                     }
-                }
-                while telemetry.export_stats().traces.exported < target {
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-                started.elapsed()
-            })
-        });
+                    while telemetry.export_stats().traces.exported < target {
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                    started.elapsed()
+                })
+            },
+        );
         let stats = telemetry.export_stats().traces;
         let exported = stats.exported - exported_before;
         let cpu = process_cpu().saturating_sub(cpu_before);

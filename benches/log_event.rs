@@ -19,7 +19,11 @@ use opentelemetry::trace::TracerProvider as _;
 use tracing::dispatcher::Dispatch;
 use tracing_subscriber::layer::SubscriberExt;
 
-fn event_in_span(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, name: &str, dispatch: &Dispatch) {
+fn event_in_span(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    dispatch: &Dispatch,
+) {
     tracing::dispatcher::with_default(dispatch, || {
         let span = tracing::info_span!("request", method = "GET", route = "/orders/{id}");
         let _entered = span.enter();
@@ -72,7 +76,11 @@ fn log_event(c: &mut Criterion) {
                     .with_writer(std::io::sink),
             ),
     );
-    event_in_span(&mut group, "fmt_json_plus_tracing_opentelemetry", &fmt_json_otel);
+    event_in_span(
+        &mut group,
+        "fmt_json_plus_tracing_opentelemetry",
+        &fmt_json_otel,
+    );
 
     let json_subscriber_ids = Dispatch::new(
         tracing_subscriber::registry()
@@ -83,10 +91,18 @@ fn log_event(c: &mut Criterion) {
                     .with_writer(std::io::sink),
             ),
     );
-    event_in_span(&mut group, "json_subscriber_with_otel_ids", &json_subscriber_ids);
+    event_in_span(
+        &mut group,
+        "json_subscriber_with_otel_ids",
+        &json_subscriber_ids,
+    );
 
     ours_variant(&mut group, "service_telemetry_export_off", Export::Off);
-    ours_variant(&mut group, "service_telemetry_traces_exported", Export::Traces);
+    ours_variant(
+        &mut group,
+        "service_telemetry_traces_exported",
+        Export::Traces,
+    );
     ours_variant(
         &mut group,
         "service_telemetry_traces_and_logs_exported",
@@ -96,9 +112,62 @@ fn log_event(c: &mut Criterion) {
     let _ = provider.shutdown();
 }
 
+/// A sink that never accepts a byte, as a pipe nobody reads.
+struct Stalled;
+
+impl std::io::Write for Stalled {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        std::thread::park();
+        Ok(0)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The cost on the caller's thread of handing one finished 300-byte line to the writer:
+/// a direct `write` per line (what `Stdout` and `fmt().json()` do) against the buffered
+/// writer, both to `/dev/null`, and the buffered writer whose destination has stalled (every
+/// line dropped and counted).
+fn log_writer(c: &mut Criterion) {
+    use service_telemetry::{BufferedWriter, LogWriter};
+    use std::io::Write as _;
+
+    let mut line = "x".repeat(299).into_bytes();
+    line.push(b'\n');
+    let mut group = c.benchmark_group("log_writer");
+    let null = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .expect("/dev/null");
+    group.bench_function("direct_write_per_line", |b| {
+        b.iter(|| (&null).write_all(black_box(&line)))
+    });
+    let buffered = BufferedWriter::builder().to(null.try_clone().expect("dup /dev/null"));
+    group.bench_function("buffered_writer", |b| {
+        b.iter(|| buffered.write_line(black_box(&line)))
+    });
+    eprintln!(
+        "buffered_writer: {} lines dropped",
+        buffered.dropped_lines()
+    );
+    let stalled = BufferedWriter::builder().to(Stalled);
+    group.bench_function("buffered_writer_stalled_drop_and_count", |b| {
+        b.iter(|| stalled.write_line(black_box(&line)))
+    });
+    eprintln!(
+        "buffered_writer_stalled_drop_and_count: {} lines dropped",
+        stalled.dropped_lines()
+    );
+    group.finish();
+    // The stalled writer's thread never returns; leave it to the process exit.
+    std::mem::forget(stalled);
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(50).measurement_time(std::time::Duration::from_secs(4));
-    targets = log_event
+    targets = log_event, log_writer
 }
 criterion_main!(benches);

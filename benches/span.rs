@@ -22,7 +22,7 @@ use std::hint::black_box;
 use common::{Export, ours};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
-use opentelemetry::trace::{Span as _, TraceContextExt as _, Tracer as _, TracerProvider as _};
+use opentelemetry::trace::{TraceContextExt as _, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::Sampler;
 use tracing::dispatcher::Dispatch;
@@ -66,7 +66,9 @@ fn sdk_span(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, sampler: Sampl
     let _ = provider.shutdown();
 }
 
-fn otel_layer_defaults(sampler: Sampler) -> (Dispatch, opentelemetry_sdk::trace::SdkTracerProvider) {
+fn otel_layer_defaults(
+    sampler: Sampler,
+) -> (Dispatch, opentelemetry_sdk::trace::SdkTracerProvider) {
     let provider = common::sdk_provider(sampler);
     let dispatch = Dispatch::new(
         tracing_subscriber::registry()
@@ -77,9 +79,11 @@ fn otel_layer_defaults(sampler: Sampler) -> (Dispatch, opentelemetry_sdk::trace:
 
 fn direct_layer(sampler: Sampler) -> (Dispatch, opentelemetry_sdk::trace::SdkTracerProvider) {
     let provider = common::sdk_provider(sampler);
-    let dispatch = Dispatch::new(tracing_subscriber::registry().with(direct_layer::DirectLayer {
-        tracer: provider.tracer("bench"),
-    }));
+    let dispatch = Dispatch::new(
+        tracing_subscriber::registry().with(direct_layer::DirectLayer {
+            tracer: provider.tracer("bench"),
+        }),
+    );
     (dispatch, provider)
 }
 
@@ -110,7 +114,8 @@ const ONE_PERCENT: &[(&str, &str)] = &[
 
 fn span_lifecycle(c: &mut Criterion) {
     let mut group = c.benchmark_group("span_lifecycle");
-    let (dispatch, provider) = otel_layer_defaults(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
+    let (dispatch, provider) =
+        otel_layer_defaults(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
     tracing_span(&mut group, "tracing_opentelemetry_defaults", &dispatch);
     let _ = provider.shutdown();
     sdk_span(
@@ -118,7 +123,12 @@ fn span_lifecycle(c: &mut Criterion) {
         "opentelemetry_sdk_direct",
         Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
     );
-    ours_variant(&mut group, "service_telemetry_exported", Export::Traces, &[]);
+    ours_variant(
+        &mut group,
+        "service_telemetry_exported",
+        Export::Traces,
+        &[],
+    );
     ours_variant(&mut group, "service_telemetry_export_off", Export::Off, &[]);
     let (dispatch, provider) = direct_layer(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
     tracing_span(&mut group, "prototype_direct_otel_layer", &dispatch);
@@ -130,7 +140,12 @@ fn span_lifecycle(c: &mut Criterion) {
     tracing_span(&mut group, "tracing_opentelemetry_defaults", &dispatch);
     let _ = provider.shutdown();
     sdk_span(&mut group, "opentelemetry_sdk_direct", ratio());
-    ours_variant(&mut group, "service_telemetry_exported", Export::Traces, ONE_PERCENT);
+    ours_variant(
+        &mut group,
+        "service_telemetry_exported",
+        Export::Traces,
+        ONE_PERCENT,
+    );
     let (dispatch, provider) = direct_layer(ratio());
     tracing_span(&mut group, "prototype_direct_otel_layer", &dispatch);
     let _ = provider.shutdown();

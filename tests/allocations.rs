@@ -147,7 +147,13 @@ fn allocations_per_log_event_and_per_span() {
     println!("| service-telemetry, traces and logs exported | {logs_event:.1} | |");
 
     // The counter sees the alternatives' allocations, so a zero below is a real zero.
-    assert!(fmt_event >= 1.0, "the counter saw no allocation in fmt().json()");
+    assert!(
+        fmt_event >= 1.0,
+        "the counter saw no allocation in fmt().json()"
+    );
     assert_eq!(off_event, 0.0, "a log line allocated with export off");
-    assert_eq!(traces_event, 0.0, "a log line allocated with traces exported");
+    assert_eq!(
+        traces_event, 0.0,
+        "a log line allocated with traces exported"
+    );
 }

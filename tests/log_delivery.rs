@@ -58,7 +58,7 @@ fn probe() {
             let runtime = tokio::runtime::Runtime::new().expect("runtime");
             runtime.block_on(async move {
                 let mut shutdown = Shutdown::new(telemetry);
-                shutdown.add_step("hangs", || std::future::pending::<()>());
+                shutdown.add_step("hangs", std::future::pending::<()>);
                 shutdown.handle().trigger("probe");
                 shutdown.run().await;
             });
@@ -76,9 +76,15 @@ fn assert_every_line_delivered(run: &ProbeRun) {
         let thread = line["thread"].as_u64().expect("thread");
         let n = line["n"].as_u64().expect("n");
         let expected = next.entry(thread).or_insert(0);
-        assert_eq!(n, *expected, "thread {thread}: line {n} where {expected} was due");
+        assert_eq!(
+            n, *expected,
+            "thread {thread}: line {n} where {expected} was due"
+        );
         *expected += 1;
-        assert_eq!(line["padding"].as_str().map(str::len), Some((n % 200) as usize));
+        assert_eq!(
+            line["padding"].as_str().map(str::len),
+            Some((n % 200) as usize)
+        );
     }
     for t in 0..THREADS {
         assert_eq!(

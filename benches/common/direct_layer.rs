@@ -6,14 +6,14 @@
 
 use std::cell::RefCell;
 
-use opentelemetry::trace::{Span as _, TraceContextExt as _, Tracer as _};
+use opentelemetry::trace::{TraceContextExt as _, Tracer as _};
 use opentelemetry::{Context, ContextGuard, KeyValue};
+use tracing::Subscriber;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
-use tracing::Subscriber;
+use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context as LayerContext;
 use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::Layer;
 
 pub struct DirectLayer {
     pub tracer: opentelemetry_sdk::trace::SdkTracer,
@@ -35,7 +35,8 @@ impl Visit for Attrs {
         self.0.push(KeyValue::new(field.name(), value));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.push(KeyValue::new(field.name(), format!("{value:?}")));
+        self.0
+            .push(KeyValue::new(field.name(), format!("{value:?}")));
     }
 }
 
@@ -48,7 +49,12 @@ where
         let parent = attrs
             .parent()
             .and_then(|p| ctx.span(p))
-            .or_else(|| attrs.is_contextual().then(|| ctx.lookup_current()).flatten())
+            .or_else(|| {
+                attrs
+                    .is_contextual()
+                    .then(|| ctx.lookup_current())
+                    .flatten()
+            })
             .and_then(|p| p.extensions().get::<OtelContext>().map(|c| c.0.clone()))
             .unwrap_or_else(Context::current);
         let mut fields = Attrs(Vec::with_capacity(attrs.fields().len()));

@@ -164,23 +164,27 @@ pub(crate) fn build(
     });
 
     let logger_provider = if let Some(add) = custom.logs {
-        let ledger = Ledger::new(Signal::Logs, config.logs.batch.max_queue_size, report_interval);
+        let ledger = Ledger::new(
+            Signal::Logs,
+            config.logs.batch.max_queue_size,
+            report_interval,
+        );
         let builder = SdkLoggerProvider::builder().with_resource(resource.clone());
         let provider = add(builder, &config.logs, ledger.clone()).build();
         ledgers.push(ledger);
         Some(Some(provider))
     } else {
         config.exports(Signal::Logs).then(|| {
-        let builder = SdkLoggerProvider::builder().with_resource(resource.clone());
-        let (builder, ok) = add_logs(
-            builder,
-            &config.logs,
-            handle,
-            &mut problems,
-            &mut ledgers,
-            report_interval,
-        );
-        ok.then(|| builder.build())
+            let builder = SdkLoggerProvider::builder().with_resource(resource.clone());
+            let (builder, ok) = add_logs(
+                builder,
+                &config.logs,
+                handle,
+                &mut problems,
+                &mut ledgers,
+                report_interval,
+            );
+            ok.then(|| builder.build())
         })
     };
 

@@ -331,7 +331,9 @@ fn dropped_line(dropped: u64, capacity: usize) -> String {
     line.push_str(itoa::Buffer::new().format(dropped));
     line.push_str(" log lines dropped: the log destination did not keep up and the ");
     line.push_str(itoa::Buffer::new().format(capacity));
-    line.push_str("-byte buffer was full\",\"target\":\"service_telemetry::logs\",\"dropped_lines\":");
+    line.push_str(
+        "-byte buffer was full\",\"target\":\"service_telemetry::logs\",\"dropped_lines\":",
+    );
     line.push_str(itoa::Buffer::new().format(dropped));
     line.push_str("}\n");
     line

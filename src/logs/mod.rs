@@ -7,12 +7,12 @@ mod panic;
 mod time;
 mod writer;
 
-pub(crate) use json::JsonLayer;
-pub(crate) use panic::install_panic_hook;
 pub use buffered::{
     BufferedWriter, BufferedWriterBuilder, DEFAULT_BUFFER_CAPACITY, DEFAULT_WRITE_INTERVAL,
     FLUSH_WAIT, Overflow,
 };
+pub(crate) use json::JsonLayer;
+pub(crate) use panic::install_panic_hook;
 pub use writer::{LogWriter, MemoryWriter, Stdout};
 
 use std::sync::{Arc, OnceLock};

@@ -118,7 +118,11 @@ fn lines_from_many_threads_never_interleave() {
     for l in &lines {
         let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
         let t = v["thread"].as_u64().unwrap() as usize;
-        assert_eq!(v["n"].as_u64().unwrap() as usize, next[t], "thread {t} out of order");
+        assert_eq!(
+            v["n"].as_u64().unwrap() as usize,
+            next[t],
+            "thread {t} out of order"
+        );
         next[t] += 1;
     }
 }
@@ -153,7 +157,10 @@ fn a_full_buffer_drops_and_counts_without_blocking_the_caller() {
     // One note per write cycle that saw drops: one or two here, depending on when the
     // worker took its first chunk.
     assert!((1..=2).contains(&notes.len()), "{} notes", notes.len());
-    let noted: u64 = notes.iter().map(|n| n["dropped_lines"].as_u64().unwrap()).sum();
+    let noted: u64 = notes
+        .iter()
+        .map(|n| n["dropped_lines"].as_u64().unwrap())
+        .sum();
     assert_eq!(noted, dropped);
     assert!(notes.iter().all(|n| n["level"] == "warn"));
     // Every line is either written or counted.

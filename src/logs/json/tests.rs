@@ -317,9 +317,15 @@ proptest! {
 fn ids_are_written_as_their_display_writes_them() {
     use opentelemetry::trace::{SpanId, TraceId};
     for (trace, span) in [
-        (0x0000_0000_0000_0000_0000_0000_0000_00a1u128, 0x0000_0000_0000_0b02u64),
+        (
+            0x0000_0000_0000_0000_0000_0000_0000_00a1u128,
+            0x0000_0000_0000_0b02u64,
+        ),
         (u128::MAX, u64::MAX),
-        (0x0123_4567_89ab_cdef_fedc_ba98_7654_3210, 0x0f0e_0d0c_0b0a_0908),
+        (
+            0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
+            0x0f0e_0d0c_0b0a_0908,
+        ),
     ] {
         let (trace, span) = (TraceId::from(trace), SpanId::from(span));
         let mut out = String::new();
