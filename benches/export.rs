@@ -252,6 +252,18 @@ fn init(c: &mut Criterion, collector: &Collector) {
 
 const FLUSHED: usize = 2000;
 
+/// Total time of `iters` flushes, each after queueing `FLUSHED` spans (not timed).
+fn flush_after_spans(iters: u64, mut flush: impl FnMut()) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        spans(FLUSHED);
+        let started = Instant::now();
+        flush();
+        total += started.elapsed();
+    }
+    total
+}
+
 fn flush(c: &mut Criterion, collector: &Collector) {
     let mut group = c.benchmark_group("flush_2000_spans");
     group.sample_size(20);
@@ -261,14 +273,7 @@ fn flush(c: &mut Criterion, collector: &Collector) {
             BenchmarkId::new("service_telemetry", transport.name()),
             |b| {
                 b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        spans(FLUSHED);
-                        let started = Instant::now();
-                        scoped.telemetry().flush().expect("flush");
-                        total += started.elapsed();
-                    }
-                    total
+                    flush_after_spans(iters, || scoped.telemetry().flush().expect("flush"))
                 })
             },
         );
@@ -288,14 +293,7 @@ fn flush(c: &mut Criterion, collector: &Collector) {
             |b| {
                 tracing::dispatcher::with_default(&setup.dispatch, || {
                     b.iter_custom(|iters| {
-                        let mut total = Duration::ZERO;
-                        for _ in 0..iters {
-                            spans(FLUSHED);
-                            let started = Instant::now();
-                            setup.provider.force_flush().expect("flush");
-                            total += started.elapsed();
-                        }
-                        total
+                        flush_after_spans(iters, || setup.provider.force_flush().expect("flush"))
                     })
                 })
             },
