@@ -6,7 +6,7 @@ mod builder;
 pub mod config;
 mod error;
 mod export;
-#[cfg(feature = "tower")]
+#[cfg(any(feature = "tower", feature = "sqlx", feature = "redis"))]
 pub mod instrument;
 mod logs;
 pub mod propagation;

@@ -8,6 +8,8 @@
 //! | [`HttpClientLayer`] (tower clients), `ReqwestMiddleware` (feature `reqwest`) | `CLIENT` `{method}` | `http.client.request.duration` |
 //! | `GrpcServerLayer` (tonic servers, feature `tonic`) | `SERVER` `{service}/{method}` | `rpc.server.call.duration` |
 //! | `GrpcClientLayer` (tonic channels, feature `tonic`) | `CLIENT` `{service}/{method}` | `rpc.client.call.duration` |
+//! | `sqlx::TracedPool` (PostgreSQL, feature `sqlx`) | `CLIENT` `{operation} {table}` | `db.client.operation.duration` |
+//! | `redis::TracedConnection` (feature `redis`) | `CLIENT` `{command}` | `db.client.operation.duration` |
 //!
 //! Spans are `tracing` spans exported through `tracing-opentelemetry`, so every log line
 //! written while handling a request carries its trace id. A server span lasts until the last
@@ -16,19 +18,34 @@
 //! Build layers after `init` or not: the instruments are created on first use, from the global
 //! meter provider in place then.
 
+#[cfg(feature = "tower")]
 mod body;
+#[cfg(any(feature = "sqlx", feature = "redis"))]
+mod db;
 #[cfg(feature = "tonic")]
 mod grpc;
+#[cfg(feature = "tower")]
 mod http_client;
+#[cfg(feature = "tower")]
 mod http_server;
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(feature = "reqwest")]
 mod reqwest_client;
+#[cfg(feature = "tower")]
 mod semconv;
+#[cfg(feature = "sqlx")]
+pub mod sqlx;
 
+#[cfg(feature = "tower")]
 pub use body::InstrumentedBody;
+#[cfg(any(feature = "sqlx", feature = "redis"))]
+pub use db::DEFAULT_MAX_QUERY_TEXT_LEN;
 #[cfg(feature = "tonic")]
 pub use grpc::{GrpcClient, GrpcClientLayer, GrpcServer, GrpcServerLayer};
+#[cfg(feature = "tower")]
 pub use http_client::{HttpClient, HttpClientLayer};
+#[cfg(feature = "tower")]
 pub use http_server::{HttpRoute, HttpServer, HttpServerLayer};
 #[cfg(feature = "reqwest")]
 pub use reqwest_client::ReqwestMiddleware;

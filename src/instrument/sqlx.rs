@@ -1,0 +1,436 @@
+//! PostgreSQL through sqlx: every query run through a [`TracedPool`] (or a transaction begun on
+//! it) is a `CLIENT` span, child of the current span, with the database semantic conventions,
+//! and is counted in `db.client.operation.duration`.
+//!
+//! The one line to change is where the pool is built; queries keep sqlx's own API:
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), sqlx::Error> {
+//! use service_telemetry::instrument::sqlx::TracedPool;
+//!
+//! let pool = TracedPool::new(sqlx::PgPool::connect("postgres://app@localhost/shop").await?);
+//!
+//! let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM orders WHERE customer = $1")
+//!     .bind("ada")
+//!     .fetch_one(&pool)
+//!     .await?;
+//!
+//! let mut tx = pool.begin().await?;
+//! sqlx::query("UPDATE orders SET amount = amount + 1 WHERE customer = $1")
+//!     .bind("ada")
+//!     .execute(&mut tx)
+//!     .await?;
+//! tx.commit().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! | Attribute | Value |
+//! |---|---|
+//! | span name | `{db.operation.name} {table}` when the statement names one table, else `{db.operation.name} {db.namespace}` |
+//! | `db.system.name` | `postgresql` |
+//! | `db.query.text` | the statement as written, placeholders and all (never the bound values), cut to [`TracedPool::max_query_text_len`] |
+//! | `db.operation.name`, `db.collection.name` | the statement's first keyword and its table, when it names exactly one |
+//! | `db.namespace`, `server.address`, `server.port` | from the pool's connect options |
+//! | `db.response.returned_rows` | rows the query returned |
+//! | `error.type`, `db.response.status_code` | on failure: the SQLSTATE (`42P01`), or the sqlx error kind (`PoolTimedOut`) |
+//!
+//! The server's error message is not recorded: PostgreSQL quotes parameter values in some of
+//! them. sqlx's own `Display` of the error, which the caller still gets, has it.
+
+use std::fmt;
+use std::ops::Deref;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use ::sqlx::postgres::{PgConnectOptions, PgQueryResult, PgRow, PgStatement, PgTypeInfo};
+use ::sqlx::{Describe, Either, Error, Execute, Executor, PgPool, Postgres, Transaction};
+use futures_core::Stream;
+use futures_core::future::BoxFuture;
+use futures_core::stream::BoxStream;
+use opentelemetry::KeyValue;
+use tracing::Instrument as _;
+use tracing::field::Empty;
+
+use super::TARGET;
+use super::db::{self, DbCall, Outcome};
+
+/// Where the queries go, read once from the pool's connect options.
+#[derive(Clone, Debug)]
+struct Target {
+    namespace: String,
+    address: String,
+    port: Option<u16>,
+    max_query_text_len: usize,
+}
+
+impl Target {
+    fn of(options: &PgConnectOptions) -> Self {
+        let (address, port) = match options.get_socket() {
+            Some(socket) => (socket.display().to_string(), None),
+            None => (options.get_host().to_owned(), Some(options.get_port())),
+        };
+        Target {
+            // PostgreSQL's own default: the database named after the user.
+            namespace: options
+                .get_database()
+                .unwrap_or(options.get_username())
+                .to_owned(),
+            address,
+            port,
+            max_query_text_len: db::DEFAULT_MAX_QUERY_TEXT_LEN,
+        }
+    }
+
+    /// Starts the span of one statement, as a child of the current span.
+    fn start(&self, sql: &str) -> DbCall {
+        let summary = db::summarize_sql(sql);
+        let operation = summary.operation.as_deref();
+        let name = match (operation, summary.collection) {
+            (Some(op), Some(table)) => format!("{op} {table}"),
+            (Some(op), None) => format!("{op} {}", self.namespace),
+            (None, _) => "postgresql".to_owned(),
+        };
+        let span = tracing::info_span!(
+            target: TARGET,
+            "database query",
+            otel.name = name,
+            otel.kind = "client",
+            db.system.name = "postgresql",
+            db.namespace = self.namespace.as_str(),
+            db.operation.name = operation,
+            db.collection.name = summary.collection,
+            db.query.text = &*db::truncate_query_text(sql, self.max_query_text_len),
+            server.address = self.address.as_str(),
+            server.port = self.port.map(i64::from),
+            db.response.returned_rows = Empty,
+            db.response.status_code = Empty,
+            error.type = Empty,
+            otel.status_code = Empty,
+            otel.status_description = Empty,
+        );
+        let mut attributes = vec![
+            KeyValue::new("db.system.name", "postgresql"),
+            KeyValue::new("db.namespace", self.namespace.clone()),
+            KeyValue::new("server.address", self.address.clone()),
+        ];
+        if let Some(port) = self.port {
+            attributes.push(KeyValue::new("server.port", i64::from(port)));
+        }
+        if let Some(op) = summary.operation {
+            attributes.push(KeyValue::new("db.operation.name", op));
+        }
+        if let Some(table) = summary.collection {
+            attributes.push(KeyValue::new("db.collection.name", table.to_owned()));
+        }
+        DbCall::new(span, attributes)
+    }
+}
+
+fn outcome_of(error: &Error) -> Outcome {
+    let (error_type, status_code) = match error {
+        Error::Database(e) => match e.code() {
+            Some(code) => (code.to_string(), Some(code.to_string())),
+            None => ("Database".to_owned(), None),
+        },
+        Error::Configuration(_) => ("Configuration".to_owned(), None),
+        Error::InvalidArgument(_) => ("InvalidArgument".to_owned(), None),
+        Error::Io(_) => ("Io".to_owned(), None),
+        Error::Tls(_) => ("Tls".to_owned(), None),
+        Error::Protocol(_) => ("Protocol".to_owned(), None),
+        Error::RowNotFound => ("RowNotFound".to_owned(), None),
+        Error::TypeNotFound { .. } => ("TypeNotFound".to_owned(), None),
+        Error::ColumnIndexOutOfBounds { .. } => ("ColumnIndexOutOfBounds".to_owned(), None),
+        Error::ColumnNotFound(_) => ("ColumnNotFound".to_owned(), None),
+        Error::ColumnDecode { .. } => ("ColumnDecode".to_owned(), None),
+        Error::Encode(_) => ("Encode".to_owned(), None),
+        Error::Decode(_) => ("Decode".to_owned(), None),
+        Error::PoolTimedOut => ("PoolTimedOut".to_owned(), None),
+        Error::PoolClosed => ("PoolClosed".to_owned(), None),
+        Error::WorkerCrashed => ("WorkerCrashed".to_owned(), None),
+        _ => ("_OTHER".to_owned(), None),
+    };
+    Outcome::Failed {
+        error_type,
+        status_code,
+    }
+}
+
+/// A `PgPool` whose queries are spans. Cheap to clone (like the pool); derefs to the pool for
+/// everything that is not a query (`close`, `size`, `acquire` for untraced use).
+///
+/// Use `&pool` wherever sqlx takes an executor, and [`TracedPool::begin`] for transactions.
+#[derive(Clone)]
+pub struct TracedPool {
+    pool: PgPool,
+    target: Arc<Target>,
+}
+
+impl fmt::Debug for TracedPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TracedPool")
+            .field("namespace", &self.target.namespace)
+            .field("server", &self.target.address)
+            .field("port", &self.target.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TracedPool {
+    /// Wraps `pool`; its connect options give `db.namespace`, `server.address` and `server.port`.
+    pub fn new(pool: PgPool) -> Self {
+        let target = Arc::new(Target::of(&pool.connect_options()));
+        TracedPool { pool, target }
+    }
+
+    /// Cuts `db.query.text` to at most `bytes` (default [`DEFAULT_MAX_QUERY_TEXT_LEN`]); the
+    /// statement sent to the server is never cut.
+    ///
+    /// [`DEFAULT_MAX_QUERY_TEXT_LEN`]: super::DEFAULT_MAX_QUERY_TEXT_LEN
+    #[must_use]
+    pub fn max_query_text_len(mut self, bytes: usize) -> Self {
+        Arc::make_mut(&mut self.target).max_query_text_len = bytes;
+        self
+    }
+
+    /// The wrapped pool, for code that needs the plain `PgPool` (its queries are not traced).
+    pub fn inner(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Begins a transaction whose statements are spans, as are `BEGIN`, `COMMIT` and
+    /// `ROLLBACK`. Use `&mut tx` as the executor.
+    pub async fn begin(&self) -> Result<TracedTransaction<'static>, Error> {
+        let mut call = self.target.start("BEGIN");
+        let result = self.pool.begin().instrument(call.span.clone()).await;
+        call.finish(match &result {
+            Ok(_) => Outcome::Ok,
+            Err(e) => outcome_of(e),
+        });
+        Ok(TracedTransaction {
+            transaction: result?,
+            target: Arc::clone(&self.target),
+        })
+    }
+}
+
+impl Deref for TracedPool {
+    type Target = PgPool;
+
+    fn deref(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+impl From<PgPool> for TracedPool {
+    fn from(pool: PgPool) -> Self {
+        TracedPool::new(pool)
+    }
+}
+
+/// A transaction begun with [`TracedPool::begin`]. Dropped without `commit`, it rolls back
+/// (sqlx's own behaviour).
+pub struct TracedTransaction<'c> {
+    transaction: Transaction<'c, Postgres>,
+    target: Arc<Target>,
+}
+
+impl fmt::Debug for TracedTransaction<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TracedTransaction").finish_non_exhaustive()
+    }
+}
+
+impl TracedTransaction<'_> {
+    /// Commits, as a `COMMIT` span.
+    pub async fn commit(self) -> Result<(), Error> {
+        let mut call = self.target.start("COMMIT");
+        let result = self
+            .transaction
+            .commit()
+            .instrument(call.span.clone())
+            .await;
+        call.finish(result.as_ref().map_or_else(outcome_of, |()| Outcome::Ok));
+        result
+    }
+
+    /// Rolls back, as a `ROLLBACK` span.
+    pub async fn rollback(self) -> Result<(), Error> {
+        let mut call = self.target.start("ROLLBACK");
+        let result = self
+            .transaction
+            .rollback()
+            .instrument(call.span.clone())
+            .await;
+        call.finish(result.as_ref().map_or_else(outcome_of, |()| Outcome::Ok));
+        result
+    }
+}
+
+/// The rows (and results) of one statement; the span ends when the stream does, or when it is
+/// dropped early (`fetch(..).next()`, which is not a failure).
+struct TracedStream<'e> {
+    inner: BoxStream<'e, Result<Either<PgQueryResult, PgRow>, Error>>,
+    call: DbCall,
+    rows: u64,
+}
+
+impl Stream for TracedStream<'_> {
+    type Item = Result<Either<PgQueryResult, PgRow>, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let polled = {
+            let _entered = this.call.span.enter();
+            this.inner.as_mut().poll_next(cx)
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(Either::Right(_)))) => this.rows += 1,
+            Poll::Ready(Some(Err(e))) => {
+                this.call.record_returned_rows(this.rows);
+                this.call.finish(outcome_of(e));
+            }
+            Poll::Ready(None) => {
+                this.call.record_returned_rows(this.rows);
+                this.call.finish(Outcome::Ok);
+            }
+            _ => {}
+        }
+        polled
+    }
+}
+
+impl Drop for TracedStream<'_> {
+    fn drop(&mut self) {
+        self.call.record_returned_rows(self.rows);
+        self.call.finish(Outcome::Ok);
+    }
+}
+
+fn traced_fetch_many<'e>(
+    target: &Target,
+    sql: &str,
+    run: impl FnOnce() -> BoxStream<'e, Result<Either<PgQueryResult, PgRow>, Error>>,
+) -> BoxStream<'e, Result<Either<PgQueryResult, PgRow>, Error>> {
+    let call = target.start(sql);
+    let inner = call.span.in_scope(run);
+    Box::pin(TracedStream {
+        inner,
+        call,
+        rows: 0,
+    })
+}
+
+fn traced_fetch_optional<'e>(
+    target: &Target,
+    sql: &str,
+    run: impl FnOnce() -> BoxFuture<'e, Result<Option<PgRow>, Error>>,
+) -> BoxFuture<'e, Result<Option<PgRow>, Error>> {
+    let mut call = target.start(sql);
+    let inner = call.span.in_scope(run);
+    let span = call.span.clone();
+    Box::pin(
+        async move {
+            let result = inner.await;
+            match &result {
+                Ok(row) => {
+                    call.record_returned_rows(u64::from(row.is_some()));
+                    call.finish(Outcome::Ok);
+                }
+                Err(e) => call.finish(outcome_of(e)),
+            }
+            result
+        }
+        .instrument(span),
+    )
+}
+
+impl<'p> Executor<'p> for &TracedPool {
+    type Database = Postgres;
+
+    fn fetch_many<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxStream<'e, Result<Either<PgQueryResult, PgRow>, Error>>
+    where
+        'p: 'e,
+        E: 'q + Execute<'q, Postgres>,
+    {
+        let pool = &self.pool;
+        traced_fetch_many(&self.target, query.sql(), || pool.fetch_many(query))
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<Option<PgRow>, Error>>
+    where
+        'p: 'e,
+        E: 'q + Execute<'q, Postgres>,
+    {
+        let pool = &self.pool;
+        traced_fetch_optional(&self.target, query.sql(), || pool.fetch_optional(query))
+    }
+
+    fn prepare_with<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+        parameters: &'e [PgTypeInfo],
+    ) -> BoxFuture<'e, Result<PgStatement<'q>, Error>>
+    where
+        'p: 'e,
+    {
+        self.pool.prepare_with(sql, parameters)
+    }
+
+    #[doc(hidden)]
+    fn describe<'e, 'q: 'e>(self, sql: &'q str) -> BoxFuture<'e, Result<Describe<Postgres>, Error>>
+    where
+        'p: 'e,
+    {
+        self.pool.describe(sql)
+    }
+}
+
+impl<'t> Executor<'t> for &'t mut TracedTransaction<'_> {
+    type Database = Postgres;
+
+    fn fetch_many<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxStream<'e, Result<Either<PgQueryResult, PgRow>, Error>>
+    where
+        't: 'e,
+        E: 'q + Execute<'q, Postgres>,
+    {
+        let sql = query.sql();
+        let connection = &mut *self.transaction;
+        traced_fetch_many(&self.target, sql, move || connection.fetch_many(query))
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<Option<PgRow>, Error>>
+    where
+        't: 'e,
+        E: 'q + Execute<'q, Postgres>,
+    {
+        let sql = query.sql();
+        let connection = &mut *self.transaction;
+        traced_fetch_optional(&self.target, sql, move || connection.fetch_optional(query))
+    }
+
+    fn prepare_with<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+        parameters: &'e [PgTypeInfo],
+    ) -> BoxFuture<'e, Result<PgStatement<'q>, Error>>
+    where
+        't: 'e,
+    {
+        (&mut *self.transaction).prepare_with(sql, parameters)
+    }
+
+    #[doc(hidden)]
+    fn describe<'e, 'q: 'e>(self, sql: &'q str) -> BoxFuture<'e, Result<Describe<Postgres>, Error>>
+    where
+        't: 'e,
+    {
+        (&mut *self.transaction).describe(sql)
+    }
+}
