@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Runs every test of the crate: installs the test collector (rotel, from PyPI) and the
-# OpenTelemetry Python SDK when they are missing, then `cargo test` with the integration
-# features (unit, property, end-to-end and doc tests). Arguments replace the default
-# `--features axum,tonic,reqwest` and go to `cargo test`.
+# Runs every test of the crate: installs the test collector (rotel, from PyPI), the
+# OpenTelemetry Python SDK and Debian's PostgreSQL and Redis servers when they are missing,
+# then `cargo test` with the integration features (unit, property, end-to-end and doc tests).
+# The database tests start their own servers on loopback, or use DATABASE_URL / REDIS_URL.
+# Arguments replace the default `--features axum,tonic,reqwest,sqlx,redis` and go to
+# `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROTEL_BIN=$(scripts/install-test-collector.sh | tail -n 1)
 export ROTEL_BIN
 OTEL_TEST_PYTHON="$(pwd)/.tools/rotel-venv/bin/python"
 export OTEL_TEST_PYTHON
+TEST_PG_BINDIR=$(scripts/install-test-servers.sh | tail -n 1)
+export TEST_PG_BINDIR
 if [ "$#" -eq 0 ]; then
-  set -- --features axum,tonic,reqwest
+  set -- --features axum,tonic,reqwest,sqlx,redis
 fi
 exec cargo test "$@"

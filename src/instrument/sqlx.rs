@@ -286,10 +286,7 @@ impl Stream for TracedStream<'_> {
         };
         match &polled {
             Poll::Ready(Some(Ok(Either::Right(_)))) => this.rows += 1,
-            Poll::Ready(Some(Err(e))) => {
-                this.call.record_returned_rows(this.rows);
-                this.call.finish(outcome_of(e));
-            }
+            Poll::Ready(Some(Err(e))) => this.call.finish(outcome_of(e)),
             Poll::Ready(None) => {
                 this.call.record_returned_rows(this.rows);
                 this.call.finish(Outcome::Ok);
@@ -302,8 +299,10 @@ impl Stream for TracedStream<'_> {
 
 impl Drop for TracedStream<'_> {
     fn drop(&mut self) {
-        self.call.record_returned_rows(self.rows);
-        self.call.finish(Outcome::Ok);
+        if !self.call.is_finished() {
+            self.call.record_returned_rows(self.rows);
+            self.call.finish(Outcome::Ok);
+        }
     }
 }
 

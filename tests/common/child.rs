@@ -224,6 +224,8 @@ pub fn example_binary(name: &str) -> PathBuf {
         ("axum", cfg!(feature = "axum")),
         ("tonic", cfg!(feature = "tonic")),
         ("reqwest", cfg!(feature = "reqwest")),
+        ("sqlx", cfg!(feature = "sqlx")),
+        ("redis", cfg!(feature = "redis")),
     ]
     .into_iter()
     .filter_map(|(name, on)| on.then_some(name))
@@ -256,15 +258,30 @@ pub fn example_binary(name: &str) -> PathBuf {
 
 /// A plain HTTP/1.1 GET; returns the status code and the body.
 pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    http_request(port, "GET", path, None)
+}
+
+/// A plain HTTP/1.1 POST of a JSON body; returns the status code and the body.
+pub fn http_post_json(port: u16, path: &str, body: &str) -> (u16, String) {
+    http_request(port, "POST", path, Some(body))
+}
+
+fn http_request(port: u16, method: &str, path: &str, json_body: Option<&str>) -> (u16, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write request");
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    if let Some(body) = json_body {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+    } else {
+        request.push_str("\r\n");
+    }
+    stream.write_all(request.as_bytes()).expect("write request");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read response");
     let status = response

@@ -318,6 +318,8 @@ pub fn parse_dump(text: &str) -> Vec<Value> {
             "Kind" => "kind",
             "Status code" => "status",
             "Status message" => "status_message",
+            "Start time" => "start_time",
+            "End time" => "end_time",
             "Body" => {
                 rec.insert("body".into(), parse_value(value));
                 section = Section::Other;

@@ -3,4 +3,5 @@
 pub mod child;
 pub mod collector;
 pub mod probe;
+pub mod servers;
 pub mod tls;
