@@ -268,11 +268,13 @@ impl TracedTransaction<'_> {
 }
 
 /// The rows (and results) of one statement; the span ends when the stream does, or when it is
-/// dropped early (`fetch(..).next()`, which is not a failure).
+/// dropped. Dropped between rows (`fetch(..).next()` and done), the caller chose to stop: not a
+/// failure. Dropped while waiting for the server (a timeout around `execute`), it was cancelled.
 struct TracedStream<'e> {
     inner: BoxStream<'e, Result<Either<PgQueryResult, PgRow>, Error>>,
     call: DbCall,
     rows: u64,
+    waiting: bool,
 }
 
 impl Stream for TracedStream<'_> {
@@ -284,6 +286,7 @@ impl Stream for TracedStream<'_> {
             let _entered = this.call.span.enter();
             this.inner.as_mut().poll_next(cx)
         };
+        this.waiting = polled.is_pending();
         match &polled {
             Poll::Ready(Some(Ok(Either::Right(_)))) => this.rows += 1,
             Poll::Ready(Some(Err(e))) => this.call.finish(outcome_of(e)),
@@ -299,7 +302,9 @@ impl Stream for TracedStream<'_> {
 
 impl Drop for TracedStream<'_> {
     fn drop(&mut self) {
-        if !self.call.is_finished() {
+        if self.waiting {
+            self.call.finish(Outcome::Cancelled);
+        } else if !self.call.is_finished() {
             self.call.record_returned_rows(self.rows);
             self.call.finish(Outcome::Ok);
         }
@@ -317,6 +322,7 @@ fn traced_fetch_many<'e>(
         inner,
         call,
         rows: 0,
+        waiting: false,
     })
 }
 

@@ -1,0 +1,213 @@
+//! The database wrappers in process, against real PostgreSQL and Redis servers and an
+//! in-memory exporter: statement truncation, transactions, streams dropped early, cancelled
+//! queries, keys on request, transactions in Redis and server error replies. Installs a global
+//! subscriber, so it has this file alone.
+#![cfg(all(feature = "sqlx", feature = "redis"))]
+
+mod common;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::servers::{Postgres, Redis};
+use opentelemetry::trace::{Status, TracerProvider as _};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use redis::AsyncCommands as _;
+use service_telemetry::instrument::redis::TracedConnection;
+use service_telemetry::instrument::sqlx::TracedPool;
+use tracing::Instrument as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+
+fn exporter() -> &'static InMemorySpanExporter {
+    static SETUP: OnceLock<(InMemorySpanExporter, SdkTracerProvider)> = OnceLock::new();
+    &SETUP
+        .get_or_init(|| {
+            let exporter = InMemorySpanExporter::default();
+            let provider = SdkTracerProvider::builder()
+                .with_simple_exporter(exporter.clone())
+                .build();
+            let subscriber = tracing_subscriber::registry()
+                .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+            tracing::subscriber::set_global_default(subscriber).expect("only global subscriber");
+            (exporter, provider)
+        })
+        .0
+}
+
+fn take_spans() -> Vec<SpanData> {
+    let spans = exporter().get_finished_spans().expect("spans");
+    exporter().reset();
+    spans
+}
+
+fn named<'a>(spans: &'a [SpanData], name: &str) -> &'a SpanData {
+    spans
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no span {name:?} among {:#?}", names(spans)))
+}
+
+fn names(spans: &[SpanData]) -> Vec<String> {
+    spans.iter().map(|s| s.name.to_string()).collect()
+}
+
+fn attr(span: &SpanData, key: &str) -> Option<opentelemetry::Value> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| kv.value.clone())
+}
+
+fn text(span: &SpanData, key: &str) -> String {
+    attr(span, key)
+        .map(|v| v.as_str().into_owned())
+        .unwrap_or_else(|| panic!("no {key} on {span:#?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrappers_in_detail() {
+    exporter();
+    let postgres = Postgres::start();
+    let redis_server = Redis::start();
+    postgres_details(&postgres).await;
+    redis_details(&redis_server).await;
+}
+
+async fn postgres_details(postgres: &Postgres) {
+    let pool = sqlx::PgPool::connect(&postgres.url).await.expect("connect");
+    let pool = TracedPool::new(pool).max_query_text_len(40);
+    take_spans();
+
+    // A statement longer than the limit runs whole; only the attribute is cut.
+    let padding = "x".repeat(200);
+    let long = format!("SELECT 41 + 1 AS answer, '{padding}' AS padding");
+    let (answer, padded): (i32, String) = sqlx::query_as(&long)
+        .fetch_one(&pool)
+        .await
+        .expect("long query");
+    assert_eq!((answer, padded.len()), (42, 200));
+    let spans = take_spans();
+    let query_text = text(
+        named(&spans, &format!("SELECT {}", postgres.database)),
+        "db.query.text",
+    );
+    assert_eq!(query_text, format!("{}…", &long[..40]));
+
+    // A transaction: BEGIN, the statements and COMMIT, all children of the caller's span.
+    async {
+        sqlx::query("CREATE TABLE IF NOT EXISTS ledger (id SERIAL PRIMARY KEY, note TEXT)")
+            .execute(&pool)
+            .await
+            .expect("create");
+        let mut tx = pool.begin().await.expect("begin");
+        sqlx::query("INSERT INTO ledger (note) VALUES ($1)")
+            .bind("first")
+            .execute(&mut tx)
+            .await
+            .expect("insert");
+        let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM ledger")
+            .fetch_one(&mut tx)
+            .await
+            .expect("count");
+        assert!(count >= 1);
+        tx.commit().await.expect("commit");
+    }
+    .instrument(tracing::info_span!("unit of work"))
+    .await;
+    let spans = take_spans();
+    let parent = named(&spans, "unit of work").span_context.span_id();
+    for name in ["CREATE ledger", "INSERT ledger", "SELECT ledger"] {
+        assert_eq!(named(&spans, name).parent_span_id, parent, "{name}");
+    }
+    for name in ["BEGIN", "COMMIT"] {
+        let span = named(&spans, &format!("{name} {}", postgres.database));
+        assert_eq!(span.parent_span_id, parent, "{name}");
+        assert_eq!(span.status, Status::Unset, "{name}");
+    }
+
+    // A stream dropped after two rows: not an error, two rows returned.
+    {
+        use futures_util_free::next;
+        let mut rows = sqlx::query("SELECT generate_series(1, 5)").fetch(&pool);
+        next(&mut rows).await.expect("row 1").expect("ok");
+        next(&mut rows).await.expect("row 2").expect("ok");
+    }
+    let spans = take_spans();
+    let streamed = named(&spans, &format!("SELECT {}", postgres.database));
+    assert_eq!(
+        attr(streamed, "db.response.returned_rows"),
+        Some(2i64.into())
+    );
+    assert_eq!(streamed.status, Status::Unset);
+
+    // A query abandoned by a timeout around it: an error span marked cancelled.
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(100),
+        sqlx::query("SELECT pg_sleep(5)").execute(&pool),
+    )
+    .await;
+    assert!(abandoned.is_err(), "the timeout fired");
+    let spans = take_spans();
+    let cancelled = named(&spans, &format!("SELECT {}", postgres.database));
+    assert_eq!(text(cancelled, "error.type"), "cancelled");
+    assert!(matches!(cancelled.status, Status::Error { .. }));
+    pool.close().await;
+}
+
+async fn redis_details(server: &Redis) {
+    let client = redis::Client::open(server.url.as_str()).expect("client");
+    let connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let mut redis = TracedConnection::new(connection, &client).show_keys(true);
+    take_spans();
+
+    // Keys on request, values never.
+    let () = redis.set("greeting", "s3cr3t-hello").await.expect("set");
+    let spans = take_spans();
+    assert_eq!(
+        text(named(&spans, "SET"), "db.query.text"),
+        "SET greeting ?"
+    );
+
+    // An atomic pipeline is one MULTI span listing its commands.
+    let (a, b): (i64, i64) = redis::pipe()
+        .atomic()
+        .incr("counter", 1)
+        .incr("counter", 1)
+        .query_async(&mut redis)
+        .await
+        .expect("pipeline");
+    assert_eq!(b, a + 1);
+    let spans = take_spans();
+    let multi = named(&spans, "MULTI");
+    assert_eq!(
+        text(multi, "db.query.text"),
+        "INCRBY counter ?; INCRBY counter ?"
+    );
+    assert_eq!(attr(multi, "db.operation.batch.size"), Some(2i64.into()));
+
+    // A server error reply: error status with the reply's code.
+    let wrong: redis::RedisResult<i64> = redis.lpush("greeting", "x").await;
+    assert!(wrong.is_err());
+    let spans = take_spans();
+    let lpush = named(&spans, "LPUSH");
+    assert_eq!(text(lpush, "error.type"), "WRONGTYPE");
+    assert!(matches!(lpush.status, Status::Error { .. }));
+    for span in spans.iter() {
+        for kv in &span.attributes {
+            assert!(!kv.value.as_str().contains("s3cr3t"), "{span:#?}");
+        }
+    }
+}
+
+/// `StreamExt::next` without a futures dependency: one poll loop over `Stream`.
+mod futures_util_free {
+    use std::future::poll_fn;
+    use std::pin::Pin;
+
+    pub async fn next<S: futures_core::Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
+        poll_fn(|cx| Pin::new(&mut *stream).poll_next(cx)).await
+    }
+}
