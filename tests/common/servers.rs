@@ -5,14 +5,20 @@
 //! `/usr/lib/postgresql`).
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::collector::free_port;
-
 const START_LIMIT: Duration = Duration::from_secs(60);
+
+// Its own, not the collector module's: the database bench includes this file alone.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
 
 fn scratch_dir(what: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(

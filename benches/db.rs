@@ -1,0 +1,196 @@
+//! What a span per database call costs, against real servers on loopback (started by the
+//! bench, as the tests start them; `DATABASE_URL` / `REDIS_URL` point it at others):
+//!
+//! - group `postgres_query`: `SELECT $1::int4` through a plain `PgPool`, the baseline, and
+//!   through `TracedPool`, with this crate installed (traces exported to a no-op exporter) and
+//!   a request span entered in both;
+//! - group `redis_command`: `GET` on a plain multiplexed connection and on a `TracedConnection`
+//!   over the same connection, likewise;
+//! - group `redis_instrumentation`: the same `GET` on a connection that answers at once without
+//!   a server, plain and wrapped, so the difference is the wrapper's own cost, free of the
+//!   round trip's noise.
+//! Run with `cargo bench --bench db --features sqlx,redis`.
+
+mod common;
+#[path = "../tests/common/servers.rs"]
+#[allow(dead_code)]
+mod servers;
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use common::{Export, ours};
+use criterion::{Criterion, criterion_group, criterion_main};
+use redis::aio::ConnectionLike;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
+use service_telemetry::instrument::redis::TracedConnection;
+use service_telemetry::instrument::sqlx::TracedPool;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn postgres_query(c: &mut Criterion) {
+    let server = servers::Postgres::start();
+    let rt = runtime();
+    let _telemetry = ours(Export::Traces, &[]);
+    let plain = rt
+        .block_on(
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&server.url),
+        )
+        .expect("connect");
+    let traced = TracedPool::new(plain.clone());
+    let request = tracing::info_span!("request");
+    let _entered = request.enter();
+
+    let mut group = c.benchmark_group("postgres_query");
+    group.measurement_time(Duration::from_secs(4));
+    group.bench_function("plain PgPool", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let (n,): (i32,) = sqlx::query_as("SELECT $1::int4")
+                    .bind(black_box(7))
+                    .fetch_one(&plain)
+                    .await
+                    .expect("query");
+                n
+            })
+        })
+    });
+    group.bench_function("TracedPool", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let (n,): (i32,) = sqlx::query_as("SELECT $1::int4")
+                    .bind(black_box(7))
+                    .fetch_one(&traced)
+                    .await
+                    .expect("query");
+                n
+            })
+        })
+    });
+    group.finish();
+    rt.block_on(plain.close());
+}
+
+fn redis_command(c: &mut Criterion) {
+    let server = servers::Redis::start();
+    let rt = runtime();
+    let _telemetry = ours(Export::Traces, &[]);
+    let client = redis::Client::open(server.url.as_str()).expect("client");
+    let mut plain = rt
+        .block_on(client.get_multiplexed_async_connection())
+        .expect("connect");
+    let mut traced = TracedConnection::new(plain.clone(), &client);
+    let () = rt
+        .block_on(
+            redis::cmd("SET")
+                .arg("bench:key")
+                .arg("value")
+                .query_async(&mut plain),
+        )
+        .expect("set");
+    let request = tracing::info_span!("request");
+    let _entered = request.enter();
+
+    let mut group = c.benchmark_group("redis_command");
+    group.measurement_time(Duration::from_secs(4));
+    group.bench_function("plain MultiplexedConnection", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let value: Option<String> = redis::cmd("GET")
+                    .arg(black_box("bench:key"))
+                    .query_async(&mut plain)
+                    .await
+                    .expect("get");
+                value
+            })
+        })
+    });
+    group.bench_function("TracedConnection", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let value: Option<String> = redis::cmd("GET")
+                    .arg(black_box("bench:key"))
+                    .query_async(&mut traced)
+                    .await
+                    .expect("get");
+                value
+            })
+        })
+    });
+    group.finish();
+}
+
+/// A connection that answers every command at once with a bulk string.
+struct Instant;
+
+impl ConnectionLike for Instant {
+    fn req_packed_command<'a>(&'a mut self, _cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(std::future::ready(Ok(Value::BulkString(b"value".to_vec()))))
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        _pipeline: &'a Pipeline,
+        _offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(std::future::ready(Ok(vec![Value::Okay; count])))
+    }
+
+    fn get_db(&self) -> i64 {
+        0
+    }
+}
+
+fn redis_instrumentation(c: &mut Criterion) {
+    let rt = runtime();
+    let _telemetry = ours(Export::Traces, &[]);
+    let info =
+        redis::IntoConnectionInfo::into_connection_info("redis://127.0.0.1:6379/").expect("info");
+    let mut plain = Instant;
+    let mut traced = TracedConnection::with_connection_info(Instant, &info);
+    let request = tracing::info_span!("request");
+    let _entered = request.enter();
+
+    let mut group = c.benchmark_group("redis_instrumentation");
+    group.bench_function("plain", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let value: Option<String> = redis::cmd("GET")
+                    .arg(black_box("bench:key"))
+                    .query_async(&mut plain)
+                    .await
+                    .expect("get");
+                value
+            })
+        })
+    });
+    group.bench_function("TracedConnection", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let value: Option<String> = redis::cmd("GET")
+                    .arg(black_box("bench:key"))
+                    .query_async(&mut traced)
+                    .await
+                    .expect("get");
+                value
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    postgres_query,
+    redis_command,
+    redis_instrumentation
+);
+criterion_main!(benches);
