@@ -9,6 +9,7 @@
 //! - group `redis_instrumentation`: the same `GET` on a connection that answers at once without
 //!   a server, plain and wrapped, so the difference is the wrapper's own cost, free of the
 //!   round trip's noise.
+//!
 //! Run with `cargo bench --bench db --features sqlx,redis`.
 
 mod common;
