@@ -189,14 +189,15 @@ fn queries_and_commands_are_children_of_the_request_with_no_values() {
         r["signal"] == "span" && r["name"] == "POST /orders/broken"
     });
     let trace_id = broken["trace_id"].as_str().expect("trace id").to_owned();
+    let bad_cast_name = format!("SELECT {}", postgres.database);
     collector.wait_for("the bad cast's span", ARRIVAL, |r| {
-        r["trace_id"] == trace_id.as_str() && r["name"] == "SELECT shop"
+        r["trace_id"] == trace_id.as_str() && r["name"] == bad_cast_name.as_str()
     });
     let spans = spans_of_trace(&collector.records(), &trace_id);
     let missing_table = named(&spans, "SELECT order_archive");
     assert_client_child_of(missing_table, &broken);
     assert_error(missing_table, "42P01");
-    let bad_cast = named(&spans, &format!("SELECT {}", postgres.database));
+    let bad_cast = named(&spans, &bad_cast_name);
     assert_client_child_of(bad_cast, &broken);
     assert_error(bad_cast, "22P02");
     assert_eq!(attr(bad_cast, "db.query.text"), "SELECT $1::text::int4");
