@@ -34,6 +34,23 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+async fn select_seven<'c>(executor: impl sqlx::Executor<'c, Database = sqlx::Postgres>) -> i32 {
+    let (n,): (i32,) = sqlx::query_as("SELECT $1::int4")
+        .bind(black_box(7))
+        .fetch_one(executor)
+        .await
+        .expect("query");
+    n
+}
+
+async fn get_key(connection: &mut (impl ConnectionLike + Send)) -> Option<String> {
+    redis::cmd("GET")
+        .arg(black_box("bench:key"))
+        .query_async(connection)
+        .await
+        .expect("get")
+}
+
 fn postgres_query(c: &mut Criterion) {
     let server = servers::Postgres::start();
     let rt = runtime();
@@ -52,28 +69,10 @@ fn postgres_query(c: &mut Criterion) {
     let mut group = c.benchmark_group("postgres_query");
     group.measurement_time(Duration::from_secs(4));
     group.bench_function("plain PgPool", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let (n,): (i32,) = sqlx::query_as("SELECT $1::int4")
-                    .bind(black_box(7))
-                    .fetch_one(&plain)
-                    .await
-                    .expect("query");
-                n
-            })
-        })
+        b.iter(|| rt.block_on(select_seven(&plain)))
     });
     group.bench_function("TracedPool", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let (n,): (i32,) = sqlx::query_as("SELECT $1::int4")
-                    .bind(black_box(7))
-                    .fetch_one(&traced)
-                    .await
-                    .expect("query");
-                n
-            })
-        })
+        b.iter(|| rt.block_on(select_seven(&traced)))
     });
     group.finish();
     rt.block_on(plain.close());
@@ -102,28 +101,10 @@ fn redis_command(c: &mut Criterion) {
     let mut group = c.benchmark_group("redis_command");
     group.measurement_time(Duration::from_secs(4));
     group.bench_function("plain MultiplexedConnection", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let value: Option<String> = redis::cmd("GET")
-                    .arg(black_box("bench:key"))
-                    .query_async(&mut plain)
-                    .await
-                    .expect("get");
-                value
-            })
-        })
+        b.iter(|| rt.block_on(get_key(&mut plain)))
     });
     group.bench_function("TracedConnection", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let value: Option<String> = redis::cmd("GET")
-                    .arg(black_box("bench:key"))
-                    .query_async(&mut traced)
-                    .await
-                    .expect("get");
-                value
-            })
-        })
+        b.iter(|| rt.block_on(get_key(&mut traced)))
     });
     group.finish();
 }
@@ -161,29 +142,9 @@ fn redis_instrumentation(c: &mut Criterion) {
     let _entered = request.enter();
 
     let mut group = c.benchmark_group("redis_instrumentation");
-    group.bench_function("plain", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let value: Option<String> = redis::cmd("GET")
-                    .arg(black_box("bench:key"))
-                    .query_async(&mut plain)
-                    .await
-                    .expect("get");
-                value
-            })
-        })
-    });
+    group.bench_function("plain", |b| b.iter(|| rt.block_on(get_key(&mut plain))));
     group.bench_function("TracedConnection", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let value: Option<String> = redis::cmd("GET")
-                    .arg(black_box("bench:key"))
-                    .query_async(&mut traced)
-                    .await
-                    .expect("get");
-                value
-            })
-        })
+        b.iter(|| rt.block_on(get_key(&mut traced)))
     });
     group.finish();
 }

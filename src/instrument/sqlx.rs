@@ -241,27 +241,27 @@ impl fmt::Debug for TracedTransaction<'_> {
     }
 }
 
-impl TracedTransaction<'_> {
+impl<'c> TracedTransaction<'c> {
     /// Commits, as a `COMMIT` span.
     pub async fn commit(self) -> Result<(), Error> {
-        let mut call = self.target.start("COMMIT");
-        let result = self
-            .transaction
-            .commit()
-            .instrument(call.span.clone())
-            .await;
-        call.finish(result.as_ref().map_or_else(outcome_of, |()| Outcome::Ok));
-        result
+        self.end("COMMIT", Transaction::commit).await
     }
 
     /// Rolls back, as a `ROLLBACK` span.
     pub async fn rollback(self) -> Result<(), Error> {
-        let mut call = self.target.start("ROLLBACK");
-        let result = self
-            .transaction
-            .rollback()
-            .instrument(call.span.clone())
-            .await;
+        self.end("ROLLBACK", Transaction::rollback).await
+    }
+
+    async fn end<F>(
+        self,
+        statement: &str,
+        end: impl FnOnce(Transaction<'c, Postgres>) -> F,
+    ) -> Result<(), Error>
+    where
+        F: std::future::Future<Output = Result<(), Error>>,
+    {
+        let mut call = self.target.start(statement);
+        let result = end(self.transaction).instrument(call.span.clone()).await;
         call.finish(result.as_ref().map_or_else(outcome_of, |()| Outcome::Ok));
         result
     }
