@@ -83,6 +83,18 @@ fn as_server_user(program: &Path, user: Option<(u32, u32)>) -> Command {
     cmd
 }
 
+/// `scheme://[user[:password]@]host[:port][/path]` as host, port (else `default_port`) and
+/// the path after its `/`, for servers given by `DATABASE_URL` and `REDIS_URL`.
+fn split_server_url(url: &str, default_port: u16) -> (String, u16, &str) {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let (authority, path) = after_scheme.split_once('/').unwrap_or((after_scheme, ""));
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    match host_port.rsplit_once(':') {
+        Some((host, port)) => (host.to_owned(), port.parse().unwrap_or(default_port), path),
+        None => (host_port.to_owned(), default_port, path),
+    }
+}
+
 pub struct Postgres {
     pub url: String,
     /// `db.namespace`, `server.address`, `server.port` as the spans should show them.
@@ -200,18 +212,7 @@ impl Postgres {
     }
 
     fn reuse(url: String) -> Postgres {
-        // postgres://user[:password]@host[:port]/database
-        let after_scheme = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
-        let authority_and_path = after_scheme
-            .rsplit_once('@')
-            .map_or(after_scheme, |(_, r)| r);
-        let (authority, path) = authority_and_path
-            .split_once('/')
-            .unwrap_or((authority_and_path, ""));
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) => (h.to_owned(), p.parse().unwrap_or(5432)),
-            None => (authority.to_owned(), 5432),
-        };
+        let (host, port, path) = split_server_url(&url, 5432);
         let database = path.split('?').next().unwrap_or("").to_owned();
         Postgres {
             url,
@@ -259,13 +260,7 @@ fn redis_pings(port: u16) -> bool {
 impl Redis {
     pub fn start() -> Redis {
         if let Ok(url) = std::env::var("REDIS_URL") {
-            let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
-            let authority = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
-            let authority = authority.split('/').next().unwrap_or("");
-            let (host, port) = match authority.rsplit_once(':') {
-                Some((h, p)) => (h.to_owned(), p.parse().unwrap_or(6379)),
-                None => (authority.to_owned(), 6379),
-            };
+            let (host, port, _) = split_server_url(&url, 6379);
             return Redis {
                 url,
                 host,
