@@ -16,4 +16,5 @@ export TEST_PG_BINDIR
 if [ "$#" -eq 0 ]; then
   set -- --features axum,tonic,reqwest,sqlx,redis
 fi
-exec cargo test "$@"
+# --no-fail-fast: one run reports every failing test binary, not just the first.
+exec cargo test --no-fail-fast "$@"

@@ -4,12 +4,14 @@
 //! `--nocapture` and quoted in the README.
 
 use std::hint::black_box;
+use std::io::Write;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
-use service_telemetry::{BufferedWriter, Telemetry};
+use service_telemetry::{BufferedWriter, LogWriter, Telemetry};
 use tracing::dispatcher::Dispatch;
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -156,4 +158,96 @@ fn allocations_per_log_event_and_per_span() {
         traces_event, 0.0,
         "a log line allocated with traces exported"
     );
+}
+
+/// A log destination that can be made to hang, like a pipe nobody reads, and that tells
+/// when the writer thread is stuck in it.
+#[derive(Clone, Default)]
+struct StallingSink {
+    state: Arc<(Mutex<SinkState>, Condvar)>,
+}
+
+#[derive(Default)]
+struct SinkState {
+    stalled: bool,
+    writer_waiting: bool,
+    bytes: usize,
+}
+
+impl StallingSink {
+    fn set_stalled(&self, stalled: bool) {
+        self.state.0.lock().unwrap().stalled = stalled;
+        self.state.1.notify_all();
+    }
+
+    fn wait_until_writer_is_stuck(&self) {
+        let (state, changed) = &*self.state;
+        let state = state.lock().unwrap();
+        let (state, _) = changed
+            .wait_timeout_while(state, Duration::from_secs(10), |s| !s.writer_waiting)
+            .unwrap();
+        assert!(
+            state.writer_waiting,
+            "the writer thread never reached the sink"
+        );
+    }
+
+    fn bytes(&self) -> usize {
+        self.state.0.lock().unwrap().bytes
+    }
+}
+
+impl Write for StallingSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let (state, changed) = &*self.state;
+        let mut state = state.lock().unwrap();
+        state.writer_waiting = true;
+        changed.notify_all();
+        while state.stalled {
+            state = changed.wait(state).unwrap();
+        }
+        state.writer_waiting = false;
+        state.bytes += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// While the writer thread is descheduled or stuck on its destination, lines pile up in the
+/// buffer far beyond the trickle that came before; the caller must still not allocate.
+#[test]
+fn lines_piling_up_behind_a_stuck_writer_thread_do_not_allocate() {
+    let sink = StallingSink::default();
+    let writer = BufferedWriter::builder()
+        .capacity(256 << 10)
+        .write_interval(Duration::from_millis(1))
+        .to(sink.clone());
+    let mut line = [b'x'; 200];
+    line[199] = b'\n';
+    for _ in 0..10 {
+        writer.write_line(&line);
+        writer.flush();
+    }
+    sink.set_stalled(true);
+    writer.write_line(&line);
+    sink.wait_until_writer_is_stuck();
+
+    let piled_up = 1000;
+    let info = allocation_counter::measure(|| {
+        for _ in 0..piled_up {
+            writer.write_line(black_box(&line));
+        }
+    });
+    sink.set_stalled(false);
+    writer.flush();
+
+    assert_eq!(
+        info.count_total, 0,
+        "appending behind a stuck writer thread allocated"
+    );
+    assert_eq!(writer.dropped_lines(), 0);
+    assert_eq!(sink.bytes(), (11 + piled_up) * line.len());
 }

@@ -45,8 +45,11 @@ pub enum Overflow {
 ///   down, later lines are written directly on the caller's thread. Only a
 ///   `std::process::exit` while the guard is still alive can lose the lines of the last
 ///   write interval; drop or shut down the guard first.
-/// - Memory is bounded by the capacity (one line larger than the capacity is still accepted
-///   into an empty buffer). What happens when it is full is the [`Overflow`] policy.
+/// - Memory is bounded by twice the capacity: the buffer lines go into, and the chunk being
+///   written. Both are reserved at full size by the background thread, so appending a line
+///   never allocates on the caller's thread; pages are only touched as lines fill them. One
+///   line larger than the capacity is still accepted into an empty buffer. What happens when
+///   the buffer is full is the [`Overflow`] policy.
 ///
 /// ```
 /// use service_telemetry::{BufferedWriter, Overflow};
@@ -252,7 +255,11 @@ impl Shared {
     }
 
     fn run(self: Arc<Self>) {
-        let mut chunk = Vec::new();
+        // Both buffers are sized here, on this thread, to the full capacity: the callers'
+        // buffer is always one the worker handed back, so a line never reallocates on the
+        // caller's thread, however long this thread is descheduled. Untouched pages cost no
+        // memory.
+        let mut chunk = Vec::with_capacity(self.capacity);
         loop {
             let mut state = lock(&self.state);
             if state.pending.is_empty() && state.dropped_unreported == 0 {
@@ -285,7 +292,10 @@ impl Shared {
             drop(sink);
             chunk.clear();
             if chunk.capacity() > self.capacity {
-                chunk = Vec::new();
+                // Grown by a single line larger than the whole buffer: give that memory back.
+                chunk = Vec::with_capacity(self.capacity);
+            } else {
+                chunk.reserve_exact(self.capacity);
             }
             lock(&self.state).written = upto;
             self.written.notify_all();
