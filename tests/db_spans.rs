@@ -125,6 +125,85 @@ async fn postgres_details(postgres: &Postgres) {
         assert_eq!(span.status, Status::Unset, "{name}");
     }
 
+    // A connection of one's own: a session setting, a transaction on it and a savepoint
+    // rolled back inside that, all spans under the caller's; the savepoint really undid its
+    // insert, and the setting held for the whole connection.
+    async {
+        let mut conn = pool.acquire().await.expect("acquire");
+        sqlx::query("SET application_name = 'ledger-audit'")
+            .execute(&mut conn)
+            .await
+            .expect("set");
+        let mut tx = conn.begin().await.expect("begin");
+        sqlx::query("INSERT INTO ledger (note) VALUES ($1)")
+            .bind("kept")
+            .execute(&mut tx)
+            .await
+            .expect("insert kept");
+        let mut savepoint = tx.begin().await.expect("savepoint");
+        sqlx::query("INSERT INTO ledger (note) VALUES ($1)")
+            .bind("undone")
+            .execute(&mut savepoint)
+            .await
+            .expect("insert undone");
+        savepoint
+            .rollback()
+            .await
+            .expect("rollback to the savepoint");
+        let notes: Vec<(String,)> =
+            sqlx::query_as("SELECT note FROM ledger WHERE note IN ('kept', 'undone')")
+                .fetch_all(&mut tx)
+                .await
+                .expect("notes");
+        assert_eq!(notes, [("kept".to_owned(),)]);
+        tx.commit().await.expect("commit");
+        let (application,): (String,) =
+            sqlx::query_as("SELECT current_setting('application_name')")
+                .fetch_one(&mut conn)
+                .await
+                .expect("setting");
+        assert_eq!(application, "ledger-audit");
+    }
+    .instrument(tracing::info_span!("audit"))
+    .await;
+    let spans = take_spans();
+    let audit = named(&spans, "audit").span_context.span_id();
+    let db = &postgres.database;
+    let statements: Vec<(String, String)> = spans
+        .iter()
+        .filter(|s| s.name != "audit")
+        .inspect(|s| assert_eq!(s.parent_span_id, audit, "{}", s.name))
+        .map(|s| (s.name.to_string(), text(s, "db.query.text")))
+        .collect();
+    let expected = [
+        (format!("SET {db}"), "SET application_name = 'ledger-audit'"),
+        (format!("BEGIN {db}"), "BEGIN"),
+        (
+            "INSERT ledger".into(),
+            "INSERT INTO ledger (note) VALUES ($1)",
+        ),
+        (format!("SAVEPOINT {db}"), "SAVEPOINT _sqlx_savepoint_1"),
+        (
+            "INSERT ledger".into(),
+            "INSERT INTO ledger (note) VALUES ($1)",
+        ),
+        (
+            format!("ROLLBACK {db}"),
+            "ROLLBACK TO SAVEPOINT _sqlx_savepoint_1",
+        ),
+        (
+            "SELECT ledger".into(),
+            "SELECT note FROM ledger WHERE note IN ('…",
+        ),
+        (format!("COMMIT {db}"), "COMMIT"),
+        (
+            format!("SELECT {db}"),
+            "SELECT current_setting('application_name…",
+        ),
+    ]
+    .map(|(name, text)| (name, text.to_owned()));
+    assert_eq!(statements, expected);
+
     // A stream dropped after two rows: not an error, two rows returned.
     {
         use futures_util_free::next;

@@ -1,5 +1,5 @@
-//! PostgreSQL through sqlx: every query run through a [`TracedPool`] (or a transaction begun on
-//! it) is a `CLIENT` span, child of the current span, with the database semantic conventions,
+//! PostgreSQL through sqlx: every query run through a [`TracedPool`] (or a transaction, a
+//! savepoint or a connection taken from it) is a `CLIENT` span, child of the current span, with the database semantic conventions,
 //! and is counted in `db.client.operation.duration`.
 //!
 //! The one line to change is where the pool is built; queries keep sqlx's own API:
@@ -21,6 +21,14 @@
 //!     .execute(&mut tx)
 //!     .await?;
 //! tx.commit().await?;
+//!
+//! // Statements that must share a connection; nested `begin` is a savepoint.
+//! let mut conn = pool.acquire().await?;
+//! sqlx::query("SET application_name = 'billing'").execute(&mut conn).await?;
+//! let mut tx = conn.begin().await?;
+//! let savepoint = tx.begin().await?;
+//! savepoint.rollback().await?;
+//! tx.commit().await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -37,13 +45,18 @@
 //! The server's error message is not recorded: PostgreSQL quotes parameter values in some of
 //! them. sqlx's own `Display` of the error, which the caller still gets, has it.
 
+use std::borrow::Cow;
 use std::fmt;
-use std::ops::Deref;
+use std::future::Future;
+use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use ::sqlx::postgres::{PgConnectOptions, PgQueryResult, PgRow, PgStatement, PgTypeInfo};
+use ::sqlx::pool::PoolConnection;
+use ::sqlx::postgres::{
+    PgConnectOptions, PgConnection, PgQueryResult, PgRow, PgStatement, PgTypeInfo,
+};
 use ::sqlx::{Describe, Either, Error, Execute, Executor, PgPool, Postgres, Transaction};
 use futures_core::Stream;
 use futures_core::future::BoxFuture;
@@ -157,9 +170,10 @@ fn outcome_of(error: &Error) -> Outcome {
 }
 
 /// A `PgPool` whose queries are spans. Cheap to clone (like the pool); derefs to the pool for
-/// everything that is not a query (`close`, `size`, `acquire` for untraced use).
+/// everything that is not a query (`close`, `size`).
 ///
-/// Use `&pool` wherever sqlx takes an executor, and [`TracedPool::begin`] for transactions.
+/// Use `&pool` wherever sqlx takes an executor, [`TracedPool::begin`] for transactions and
+/// [`TracedPool::acquire`] for a connection of your own.
 #[derive(Clone)]
 pub struct TracedPool {
     pool: PgPool,
@@ -201,17 +215,36 @@ impl TracedPool {
     /// Begins a transaction whose statements are spans, as are `BEGIN`, `COMMIT` and
     /// `ROLLBACK`. Use `&mut tx` as the executor.
     pub async fn begin(&self) -> Result<TracedTransaction<'static>, Error> {
-        let mut call = self.target.start("BEGIN");
-        let result = self.pool.begin().instrument(call.span.clone()).await;
-        call.finish(match &result {
-            Ok(_) => Outcome::Ok,
-            Err(e) => outcome_of(e),
-        });
-        Ok(TracedTransaction {
-            transaction: result?,
+        let transaction = traced(&self.target, "BEGIN", self.pool.begin()).await?;
+        Ok(TracedConnection {
+            inner: transaction,
             target: Arc::clone(&self.target),
+            depth: 1,
         })
     }
+
+    /// Takes a connection out of the pool, for statements that must share one (session
+    /// settings, advisory locks, `LISTEN`). Its queries are spans; use `&mut conn` as the
+    /// executor. Waiting for the connection is not a span of its own.
+    pub async fn acquire(&self) -> Result<TracedPoolConnection, Error> {
+        Ok(TracedConnection {
+            inner: self.pool.acquire().await?,
+            target: Arc::clone(&self.target),
+            depth: 0,
+        })
+    }
+}
+
+/// Runs one statement sqlx issues itself (`BEGIN`, `COMMIT`, ...) as a span.
+async fn traced<T>(
+    target: &Target,
+    statement: &str,
+    run: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    let mut call = target.start(statement);
+    let result = run.instrument(call.span.clone()).await;
+    call.finish(result.as_ref().map_or_else(outcome_of, |_| Outcome::Ok));
+    result
 }
 
 impl Deref for TracedPool {
@@ -228,42 +261,83 @@ impl From<PgPool> for TracedPool {
     }
 }
 
-/// A transaction begun with [`TracedPool::begin`]. Dropped without `commit`, it rolls back
-/// (sqlx's own behaviour).
-pub struct TracedTransaction<'c> {
-    transaction: Transaction<'c, Postgres>,
+/// A PostgreSQL connection whose queries are spans: a [`TracedPoolConnection`] from
+/// [`TracedPool::acquire`], or a [`TracedTransaction`] from a `begin`. Use `&mut conn` wherever
+/// sqlx takes an executor.
+pub struct TracedConnection<C> {
+    inner: C,
     target: Arc<Target>,
+    /// Transactions open on the connection up to and including this one: 0 for a connection,
+    /// 1 for a transaction, 2 and more for savepoints. Mirrors sqlx's own count, which names
+    /// the savepoints.
+    depth: usize,
 }
 
-impl fmt::Debug for TracedTransaction<'_> {
+/// A connection taken out of a [`TracedPool`] with [`TracedPool::acquire`]; back to the pool
+/// when dropped.
+pub type TracedPoolConnection = TracedConnection<PoolConnection<Postgres>>;
+
+/// A transaction begun with [`TracedPool::begin`] or [`TracedConnection::begin`]. Dropped
+/// without `commit`, it rolls back (sqlx's own behaviour).
+pub type TracedTransaction<'c> = TracedConnection<Transaction<'c, Postgres>>;
+
+impl<C> fmt::Debug for TracedConnection<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TracedTransaction").finish_non_exhaustive()
+        f.debug_struct("TracedConnection")
+            .field("namespace", &self.target.namespace)
+            .field("transaction_depth", &self.depth)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: DerefMut<Target = PgConnection>> TracedConnection<C> {
+    /// Begins a transaction on this connection, or a savepoint inside this transaction (sqlx's
+    /// nesting); either is a span, as is its end.
+    pub async fn begin(&mut self) -> Result<TracedTransaction<'_>, Error> {
+        let statement = match self.depth {
+            0 => Cow::Borrowed("BEGIN"),
+            depth => Cow::Owned(format!("SAVEPOINT _sqlx_savepoint_{depth}")),
+        };
+        let transaction = traced(
+            &self.target,
+            &statement,
+            ::sqlx::Connection::begin(&mut *self.inner),
+        )
+        .await?;
+        Ok(TracedConnection {
+            inner: transaction,
+            target: Arc::clone(&self.target),
+            depth: self.depth + 1,
+        })
+    }
+
+    /// The sqlx connection, for what is not a query (`copy_in_raw`, `ping`). Statements run on
+    /// it directly are not traced.
+    pub fn inner_mut(&mut self) -> &mut C {
+        &mut self.inner
     }
 }
 
 impl<'c> TracedTransaction<'c> {
-    /// Commits, as a `COMMIT` span.
+    /// Commits (or releases the savepoint), as a span.
     pub async fn commit(self) -> Result<(), Error> {
-        self.end("COMMIT", Transaction::commit).await
+        let statement = match self.depth {
+            0 | 1 => Cow::Borrowed("COMMIT"),
+            depth => Cow::Owned(format!("RELEASE SAVEPOINT _sqlx_savepoint_{}", depth - 1)),
+        };
+        traced(&self.target, &statement, self.inner.commit()).await
     }
 
-    /// Rolls back, as a `ROLLBACK` span.
+    /// Rolls back (to the savepoint), as a span.
     pub async fn rollback(self) -> Result<(), Error> {
-        self.end("ROLLBACK", Transaction::rollback).await
-    }
-
-    async fn end<F>(
-        self,
-        statement: &str,
-        end: impl FnOnce(Transaction<'c, Postgres>) -> F,
-    ) -> Result<(), Error>
-    where
-        F: std::future::Future<Output = Result<(), Error>>,
-    {
-        let mut call = self.target.start(statement);
-        let result = end(self.transaction).instrument(call.span.clone()).await;
-        call.finish(result.as_ref().map_or_else(outcome_of, |()| Outcome::Ok));
-        result
+        let statement = match self.depth {
+            0 | 1 => Cow::Borrowed("ROLLBACK"),
+            depth => Cow::Owned(format!(
+                "ROLLBACK TO SAVEPOINT _sqlx_savepoint_{}",
+                depth - 1
+            )),
+        };
+        traced(&self.target, &statement, self.inner.rollback()).await
     }
 }
 
@@ -394,7 +468,10 @@ impl<'p> Executor<'p> for &TracedPool {
     }
 }
 
-impl<'t> Executor<'t> for &'t mut TracedTransaction<'_> {
+impl<'t, C> Executor<'t> for &'t mut TracedConnection<C>
+where
+    C: DerefMut<Target = PgConnection> + Send,
+{
     type Database = Postgres;
 
     fn fetch_many<'e, 'q: 'e, E>(
@@ -406,7 +483,7 @@ impl<'t> Executor<'t> for &'t mut TracedTransaction<'_> {
         E: 'q + Execute<'q, Postgres>,
     {
         let sql = query.sql();
-        let connection = &mut *self.transaction;
+        let connection = &mut *self.inner;
         traced_fetch_many(&self.target, sql, move || connection.fetch_many(query))
     }
 
@@ -416,7 +493,7 @@ impl<'t> Executor<'t> for &'t mut TracedTransaction<'_> {
         E: 'q + Execute<'q, Postgres>,
     {
         let sql = query.sql();
-        let connection = &mut *self.transaction;
+        let connection = &mut *self.inner;
         traced_fetch_optional(&self.target, sql, move || connection.fetch_optional(query))
     }
 
@@ -428,7 +505,7 @@ impl<'t> Executor<'t> for &'t mut TracedTransaction<'_> {
     where
         't: 'e,
     {
-        (&mut *self.transaction).prepare_with(sql, parameters)
+        (&mut *self.inner).prepare_with(sql, parameters)
     }
 
     #[doc(hidden)]
@@ -436,6 +513,6 @@ impl<'t> Executor<'t> for &'t mut TracedTransaction<'_> {
     where
         't: 'e,
     {
-        (&mut *self.transaction).describe(sql)
+        (&mut *self.inner).describe(sql)
     }
 }
