@@ -1,6 +1,6 @@
 //! PostgreSQL through sqlx: every query run through a [`TracedPool`] (or a transaction, a
-//! savepoint or a connection taken from it) is a `CLIENT` span, child of the current span, with the database semantic conventions,
-//! and is counted in `db.client.operation.duration`.
+//! savepoint or a connection taken from it) is a `CLIENT` span, child of the current span,
+//! with the database semantic conventions, and is counted in `db.client.operation.duration`.
 //!
 //! The one line to change is where the pool is built; queries keep sqlx's own API:
 //!
@@ -321,23 +321,22 @@ impl<C: DerefMut<Target = PgConnection>> TracedConnection<C> {
 impl<'c> TracedTransaction<'c> {
     /// Commits (or releases the savepoint), as a span.
     pub async fn commit(self) -> Result<(), Error> {
-        let statement = match self.depth {
-            0 | 1 => Cow::Borrowed("COMMIT"),
-            depth => Cow::Owned(format!("RELEASE SAVEPOINT _sqlx_savepoint_{}", depth - 1)),
-        };
+        let statement = self.ending("COMMIT", "RELEASE SAVEPOINT");
         traced(&self.target, &statement, self.inner.commit()).await
     }
 
     /// Rolls back (to the savepoint), as a span.
     pub async fn rollback(self) -> Result<(), Error> {
-        let statement = match self.depth {
-            0 | 1 => Cow::Borrowed("ROLLBACK"),
-            depth => Cow::Owned(format!(
-                "ROLLBACK TO SAVEPOINT _sqlx_savepoint_{}",
-                depth - 1
-            )),
-        };
+        let statement = self.ending("ROLLBACK", "ROLLBACK TO SAVEPOINT");
         traced(&self.target, &statement, self.inner.rollback()).await
+    }
+
+    /// The statement sqlx sends to end this transaction, or its savepoint when nested.
+    fn ending(&self, transaction: &'static str, savepoint: &str) -> Cow<'static, str> {
+        match self.depth {
+            0 | 1 => Cow::Borrowed(transaction),
+            depth => Cow::Owned(format!("{savepoint} _sqlx_savepoint_{}", depth - 1)),
+        }
     }
 }
 
