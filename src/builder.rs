@@ -9,10 +9,12 @@ use tracing::{Metadata, Subscriber};
 use tracing_subscriber::layer::{Context, Filter, SubscriberExt};
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
-use crate::config::{Config, ConfigWarning, Defaults, Signal};
+use crate::config::{Config, ConfigWarning, Defaults, ResourceDetector, Signal};
 use crate::error::InitError;
 use crate::export::{self, CustomExporters, ExportProblem, Pipelines};
 use crate::logs::{BufferedWriter, JsonLayer, LogWriter, install_panic_hook};
+use crate::metrics::{MetricView, MetricsSetup, RuntimeSlot, ViewFn};
+use crate::resource::{DETECTION_BUDGET, Detection, DetectionInput, DetectorEnv};
 use crate::telemetry::{DEFAULT_FLUSH_TIMEOUT, Inner, Telemetry};
 
 type Lookup = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -25,6 +27,9 @@ struct Parts {
     problems: Vec<ExportProblem>,
     logs_open: Arc<AtomicBool>,
     dispatch: tracing::Dispatch,
+    resource: opentelemetry_sdk::Resource,
+    detection: Option<Detection>,
+    runtime: Arc<RuntimeSlot>,
 }
 
 /// Telemetry installed for one thread by [`TelemetryBuilder::set_default`]; dropping it
@@ -69,6 +74,9 @@ pub struct TelemetryBuilder {
     panic_hook: bool,
     export_report_interval: Duration,
     custom_exporters: CustomExporters,
+    resource_attributes: Vec<(String, String)>,
+    views: Vec<ViewFn>,
+    detection_root: std::path::PathBuf,
 }
 
 impl Default for TelemetryBuilder {
@@ -81,6 +89,9 @@ impl Default for TelemetryBuilder {
             panic_hook: true,
             export_report_interval: export::DEFAULT_EXPORT_REPORT_INTERVAL,
             custom_exporters: CustomExporters::default(),
+            resource_attributes: Vec::new(),
+            views: Vec::new(),
+            detection_root: std::path::PathBuf::from("/"),
         }
     }
 }
@@ -206,6 +217,64 @@ impl TelemetryBuilder {
         self
     }
 
+    /// A resource attribute (`deployment.environment.name`, `service.namespace`, even
+    /// `service.instance.id`). It beats what the detectors find; `OTEL_RESOURCE_ATTRIBUTES`
+    /// beats it. `service.name` and `service.version` have their own methods.
+    pub fn resource_attribute(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.resource_attributes.push((key.into(), value.into()));
+        self
+    }
+
+    /// Turns one resource detector off, unless `OTEL_RESOURCE_DETECTORS_DISABLED` is set
+    /// (which then decides alone). All detectors are on by default.
+    pub fn disable_resource_detector(mut self, detector: ResourceDetector) -> Self {
+        self.defaults.disabled_detectors.push(detector);
+        self
+    }
+
+    /// Reads the detectors' files (`/proc/self/...`, `/etc/...`, the Kubernetes service-account
+    /// namespace file) and the process metrics' `/proc/self` under `root` instead of `/`. For
+    /// tests with fixture files.
+    pub fn resource_detection_root(mut self, root: impl Into<std::path::PathBuf>) -> Self {
+        self.detection_root = root.into();
+        self
+    }
+
+    /// Whether the `process.*` metrics are on when `OTEL_PROCESS_METRICS_ENABLED` is unset.
+    /// Default on (whenever metrics are exported).
+    pub fn process_metrics(mut self, enabled: bool) -> Self {
+        self.defaults.process_metrics = Some(enabled);
+        self
+    }
+
+    /// Whether the `tokio.*` runtime metrics are on when `OTEL_TOKIO_METRICS_ENABLED` is
+    /// unset. Default on (whenever metrics are exported).
+    pub fn tokio_metrics(mut self, enabled: bool) -> Self {
+        self.defaults.tokio_metrics = Some(enabled);
+        self
+    }
+
+    /// Most attribute sets per metric, used when `OTEL_METRICS_CARDINALITY_LIMIT` is unset.
+    /// Default 2000.
+    pub fn metrics_cardinality_limit(mut self, limit: usize) -> Self {
+        self.defaults.cardinality_limit = Some(limit);
+        self
+    }
+
+    /// A metric view: for each instrument the first view returning `Some` decides its name,
+    /// kept attributes, aggregation and cardinality limit (see [`MetricView`]). May be called
+    /// several times; views are tried in the order given.
+    pub fn with_view(
+        mut self,
+        view: impl Fn(&opentelemetry_sdk::metrics::Instrument) -> Option<MetricView>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.views.push(Arc::new(view));
+        self
+    }
+
     /// Leaves the panic hook alone. By default a hook logs each panic as one `error` line and
     /// then calls the hook that was installed before.
     pub fn without_panic_hook(mut self) -> Self {
@@ -261,12 +330,37 @@ impl TelemetryBuilder {
 
     fn assemble(&mut self) -> Parts {
         let (config, warnings) = self.config();
-        let resource = crate::resource::build(&config);
+        let custom = &self.custom_exporters;
+        // Nothing exported: nobody reads the resource, so no detector runs.
+        let detection = (config.export_enabled || custom.spans.is_some() || custom.logs.is_some())
+            .then(|| {
+                crate::resource::detect(DetectionInput {
+                    detectors: config.resource_detectors.clone(),
+                    root: self.detection_root.clone(),
+                    env: DetectorEnv::from_lookup(&self.lookup),
+                    budget: DETECTION_BUDGET,
+                })
+            });
+        let resource = crate::resource::build(
+            &config,
+            &self.resource_attributes,
+            detection.as_ref().unwrap_or(&Detection::default()),
+        );
+        let runtime = Arc::new(RuntimeSlot::default());
+        runtime.offer_current();
+        let metrics = MetricsSetup::new(
+            config.metric_settings.clone(),
+            self.views.clone(),
+            self.export_report_interval,
+            runtime.clone(),
+            self.detection_root.clone(),
+        );
         let (pipelines, problems) = export::build(
             &config,
             &resource,
             self.export_report_interval,
             std::mem::take(&mut self.custom_exporters),
+            &metrics,
         );
         let logs_open = Arc::new(AtomicBool::new(true));
         let dispatch =
@@ -278,6 +372,9 @@ impl TelemetryBuilder {
             problems,
             logs_open,
             dispatch,
+            resource,
+            detection,
+            runtime,
         }
     }
 
@@ -293,6 +390,9 @@ impl TelemetryBuilder {
             flush_timeout: self.flush_timeout,
             shut_down: AtomicBool::new(false),
             logs_open: parts.logs_open,
+            runtime_slot: parts.runtime,
+            #[cfg(feature = "prometheus")]
+            prometheus: Mutex::new(parts.pipelines.prometheus),
         })
     }
 
@@ -333,6 +433,9 @@ impl TelemetryBuilder {
             flush_timeout: self.flush_timeout,
             shut_down: AtomicBool::new(false),
             logs_open: Arc::new(AtomicBool::new(false)),
+            runtime_slot: Arc::new(RuntimeSlot::default()),
+            #[cfg(feature = "prometheus")]
+            prometheus: Mutex::new(None),
         })
     }
 }
@@ -437,10 +540,22 @@ fn report(parts: &Parts, log_bridge: bool) {
         warnings,
         problems,
         pipelines,
+        resource,
+        detection,
         ..
     } = parts;
     for w in warnings {
         warn_config(w);
+    }
+    for p in detection.iter().flat_map(|d| &d.problems) {
+        tracing::warn!(
+            target: "service_telemetry::resource",
+            detector = %p.detector,
+            cause = %p.cause,
+            "resource detector {} skipped: {}",
+            p.detector,
+            p.cause
+        );
     }
     for p in problems {
         tracing::warn!(
@@ -483,13 +598,35 @@ fn report(parts: &Parts, log_bridge: bool) {
         if c.console {
             parts.push("console".to_owned());
         }
+        if c.prometheus {
+            #[cfg(feature = "prometheus")]
+            let served = pipelines.prometheus.as_ref().map(|p| {
+                p.addresses()
+                    .iter()
+                    .map(|a| format!("http://{a}/metrics"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            });
+            #[cfg(not(feature = "prometheus"))]
+            let served: Option<String> = None;
+            parts.push(match served {
+                Some(at) => format!("prometheus {at}"),
+                None => "prometheus (failed: no endpoint)".to_owned(),
+            });
+        }
         parts.join(" + ")
     };
+    let identity = |key: &'static str| crate::resource::text(resource, key).unwrap_or_default();
     tracing::info!(
         target: "service_telemetry",
         export_enabled = config.export_enabled,
         service.name = %config.service_name,
         service.version = config.service_version.as_deref().unwrap_or(""),
+        service.instance.id = %identity("service.instance.id"),
+        host.name = %identity("host.name"),
+        k8s.pod.name = %identity("k8s.pod.name"),
+        aws.ecs.task.arn = %identity("aws.ecs.task.arn"),
+        resource_detection_ms = detection.as_ref().map_or(0, |d| d.elapsed.as_millis() as u64),
         traces = %describe(Signal::Traces),
         metrics = %describe(Signal::Metrics),
         logs = %describe(Signal::Logs),

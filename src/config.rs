@@ -30,6 +30,16 @@ pub struct Defaults {
     pub shutdown_timeout: Option<Duration>,
     /// Drain delay used when `SHUTDOWN_DRAIN_DELAY_MS` is unset (else none).
     pub shutdown_drain_delay: Option<Duration>,
+    /// Resource detectors turned off when `OTEL_RESOURCE_DETECTORS_DISABLED` is unset.
+    pub disabled_detectors: Vec<ResourceDetector>,
+    /// Whether the process metrics are on when `OTEL_PROCESS_METRICS_ENABLED` is unset
+    /// (`None`: on).
+    pub process_metrics: Option<bool>,
+    /// Whether the Tokio runtime metrics are on when `OTEL_TOKIO_METRICS_ENABLED` is unset
+    /// (`None`: on).
+    pub tokio_metrics: Option<bool>,
+    /// Per-metric cardinality limit used when `OTEL_METRICS_CARDINALITY_LIMIT` is unset.
+    pub cardinality_limit: Option<usize>,
 }
 
 /// The effective configuration after reading the environment.
@@ -58,6 +68,165 @@ pub struct Config {
     pub log_filter: String,
     /// The graceful-shutdown budget and drain delay.
     pub shutdown: ShutdownConfig,
+    /// Resource detectors that run at `init`, in order.
+    pub resource_detectors: Vec<ResourceDetector>,
+    /// Temporality, histograms, cardinality, built-in metrics and the Prometheus endpoint.
+    pub metric_settings: MetricSettings,
+}
+
+/// A resource detector run at `init` (see the README's "Who is speaking").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ResourceDetector {
+    /// `host.name`, `host.arch`, `host.id`.
+    Host,
+    /// `os.type`, `os.description`.
+    Os,
+    /// `process.pid`, `process.executable.name`, `process.creation.time`, `process.runtime.*`.
+    Process,
+    /// `container.id` from cgroup v1 and v2.
+    Container,
+    /// `k8s.*` from downward-API variables and the service-account namespace file.
+    Kubernetes,
+    /// `cloud.*`, `aws.ecs.*`, `aws.log.*` from the ECS task metadata endpoint v4.
+    Ecs,
+}
+
+impl ResourceDetector {
+    /// Every detector, in the order they run.
+    pub const ALL: [ResourceDetector; 6] = [
+        ResourceDetector::Host,
+        ResourceDetector::Os,
+        ResourceDetector::Process,
+        ResourceDetector::Container,
+        ResourceDetector::Kubernetes,
+        ResourceDetector::Ecs,
+    ];
+
+    /// The name used in `OTEL_RESOURCE_DETECTORS_DISABLED` and in warnings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceDetector::Host => "host",
+            ResourceDetector::Os => "os",
+            ResourceDetector::Process => "process",
+            ResourceDetector::Container => "container",
+            ResourceDetector::Kubernetes => "k8s",
+            ResourceDetector::Ecs => "ecs",
+        }
+    }
+}
+
+impl fmt::Display for ResourceDetector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How metric points are aggregated and what the crate measures by itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MetricSettings {
+    /// Temporality asked of the OTLP exporter
+    /// (`OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`, default cumulative). The
+    /// Prometheus endpoint is always cumulative.
+    pub temporality: Temporality,
+    /// Aggregation of histogram instruments without a view of their own
+    /// (`OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION`).
+    pub histogram_aggregation: HistogramAggregation,
+    /// Most attribute sets kept per metric per collection; the rest are folded into one
+    /// series marked `otel.metric.overflow=true` (`OTEL_METRICS_CARDINALITY_LIMIT`,
+    /// default [`DEFAULT_CARDINALITY_LIMIT`]).
+    pub cardinality_limit: usize,
+    /// `process.*` metrics (`OTEL_PROCESS_METRICS_ENABLED`, default on).
+    pub process_metrics: bool,
+    /// `tokio.*` runtime metrics (`OTEL_TOKIO_METRICS_ENABLED`, default on).
+    pub tokio_metrics: bool,
+    /// Where the Prometheus endpoint listens when `OTEL_METRICS_EXPORTER` lists `prometheus`.
+    pub prometheus: PrometheusEndpoint,
+}
+
+/// Default per-metric cardinality limit, the SDK's and the Java agent's.
+pub const DEFAULT_CARDINALITY_LIMIT: usize = 2000;
+
+/// Largest accepted cardinality limit: every series is kept in memory.
+pub const MAX_CARDINALITY_LIMIT: usize = 1_000_000;
+
+impl Default for MetricSettings {
+    fn default() -> Self {
+        MetricSettings {
+            temporality: Temporality::Cumulative,
+            histogram_aggregation: HistogramAggregation::ExplicitBucket,
+            cardinality_limit: DEFAULT_CARDINALITY_LIMIT,
+            process_metrics: true,
+            tokio_metrics: true,
+            prometheus: PrometheusEndpoint::default(),
+        }
+    }
+}
+
+/// Aggregation temporality preference, as the OTLP exporter spec names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Temporality {
+    /// `cumulative`: every point counts from the start (the default; what Prometheus expects).
+    Cumulative,
+    /// `delta`: counters and histograms (synchronous and observable) count since the last
+    /// export; up-down counters stay cumulative.
+    Delta,
+    /// `lowmemory`: synchronous counters and histograms are delta, the rest cumulative.
+    LowMemory,
+}
+
+impl Temporality {
+    /// The spec's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Temporality::Cumulative => "cumulative",
+            Temporality::Delta => "delta",
+            Temporality::LowMemory => "lowmemory",
+        }
+    }
+}
+
+/// Default aggregation of histogram instruments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HistogramAggregation {
+    /// `explicit_bucket_histogram`: the spec's default buckets, or the instrument's advice.
+    ExplicitBucket,
+    /// `base2_exponential_bucket_histogram`: 160 buckets, scale 20 down to what fits.
+    /// The Prometheus endpoint cannot show these (opentelemetry-prometheus skips them).
+    Base2Exponential,
+}
+
+impl HistogramAggregation {
+    /// The spec's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HistogramAggregation::ExplicitBucket => "explicit_bucket_histogram",
+            HistogramAggregation::Base2Exponential => "base2_exponential_bucket_histogram",
+        }
+    }
+}
+
+/// Address of the Prometheus scrape endpoint (`OTEL_EXPORTER_PROMETHEUS_HOST`, default
+/// `localhost`; `OTEL_EXPORTER_PROMETHEUS_PORT`, default 9464).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PrometheusEndpoint {
+    /// Host name or IP address to listen on.
+    pub host: String,
+    /// TCP port; 0 picks a free one.
+    pub port: u16,
+}
+
+impl Default for PrometheusEndpoint {
+    fn default() -> Self {
+        PrometheusEndpoint {
+            host: "localhost".to_owned(),
+            port: 9464,
+        }
+    }
 }
 
 /// Timing of the graceful shutdown run by [`crate::Shutdown`].
@@ -165,6 +334,8 @@ impl fmt::Display for Signal {
 pub struct SignalConfig {
     /// Send to an OTLP endpoint.
     pub otlp: bool,
+    /// Serve on the Prometheus scrape endpoint (metrics only).
+    pub prometheus: bool,
     /// Print to stderr in a human-readable form.
     pub console: bool,
     /// OTLP transport.
@@ -261,7 +432,7 @@ impl Batching {
 impl SignalConfig {
     /// Whether anything is exported for this signal.
     pub fn is_exported(&self) -> bool {
-        self.otlp || self.console
+        self.otlp || self.console || self.prometheus
     }
 
     /// The per-export timeout to give the transport: the shorter of the OTLP timeout ("no

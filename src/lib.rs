@@ -9,19 +9,21 @@ mod export;
 #[cfg(any(feature = "tower", feature = "sqlx", feature = "redis"))]
 pub mod instrument;
 mod logs;
+mod metrics;
 pub mod propagation;
 mod resource;
 pub mod shutdown;
 mod telemetry;
 
 pub use builder::{ScopedTelemetry, TelemetryBuilder};
-pub use config::{Config, ConfigWarning, ShutdownConfig, Signal};
+pub use config::{Config, ConfigWarning, ResourceDetector, ShutdownConfig, Signal};
 pub use error::{FlushError, InitError};
 pub use export::{DEFAULT_EXPORT_REPORT_INTERVAL, ExportStats, SignalStats};
 pub use logs::{
     BufferedWriter, BufferedWriterBuilder, DEFAULT_BUFFER_CAPACITY, DEFAULT_WRITE_INTERVAL,
     FLUSH_WAIT, LogWriter, MemoryWriter, Overflow, Stdout,
 };
+pub use metrics::MetricView;
 pub use shutdown::{Shutdown, ShutdownHandle};
 pub use telemetry::{DEFAULT_FLUSH_TIMEOUT, Telemetry};
 

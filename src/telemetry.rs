@@ -39,7 +39,17 @@ pub(crate) struct Inner {
     pub(crate) shut_down: AtomicBool,
     /// Cleared before the logger provider shuts down, so no record reaches a closed provider.
     pub(crate) logs_open: Arc<AtomicBool>,
+    /// The runtime whose metrics are reported.
+    pub(crate) runtime_slot: Arc<crate::metrics::RuntimeSlot>,
+    /// Stopped last, after a final scrape window.
+    #[cfg(feature = "prometheus")]
+    pub(crate) prometheus: Mutex<Option<crate::metrics::prometheus::PrometheusServer>>,
 }
+
+/// Longest wait at shutdown for Prometheus to scrape the last values (at most half the
+/// shutdown bound).
+#[cfg(feature = "prometheus")]
+const FINAL_SCRAPE_WINDOW: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Copy)]
 enum Op {
@@ -105,6 +115,11 @@ impl Telemetry {
         self.inner.writer.dropped_lines()
     }
 
+    /// Reports the Tokio metrics of `handle`'s runtime, unless `init` already found one.
+    pub(crate) fn watch_runtime(&self, handle: tokio::runtime::Handle) {
+        self.inner.runtime_slot.offer(handle);
+    }
+
     /// Writes out whatever the log writer buffers, without touching the exporters.
     pub(crate) fn flush_log_writer(&self) {
         self.inner.writer.flush();
@@ -144,7 +159,27 @@ impl Inner {
             return Ok(());
         }
         self.logs_open.store(false, Ordering::Relaxed);
+        #[cfg(feature = "prometheus")]
+        let mut prometheus = self
+            .prometheus
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        #[cfg(feature = "prometheus")]
+        let timeout = match prometheus.as_mut() {
+            // While the meter provider still answers: after its shutdown a scrape is empty.
+            Some(server) => {
+                let started = Instant::now();
+                server.wait_for_final_scrape(FINAL_SCRAPE_WINDOW.min(timeout / 2));
+                timeout.saturating_sub(started.elapsed())
+            }
+            None => timeout,
+        };
         let result = self.run_bounded(Op::Shutdown, timeout);
+        #[cfg(feature = "prometheus")]
+        if let Some(mut server) = prometheus {
+            server.stop();
+        }
         for ledger in &self.ledgers {
             ledger.log_totals();
         }

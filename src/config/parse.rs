@@ -5,9 +5,11 @@ use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
 use super::{
-    Batching, Compression, Config, ConfigWarning, DEFAULT_EXPORT_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT,
-    DEFAULT_VALUE_LENGTH_LIMIT, Defaults, Headers, MAX_QUEUE_SIZE, MAX_SHUTDOWN, NO_LIMIT,
-    Propagator, Protocol, Sampler, ShutdownConfig, Signal, SignalConfig, TlsFiles,
+    Batching, Compression, Config, ConfigWarning, DEFAULT_CARDINALITY_LIMIT,
+    DEFAULT_EXPORT_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_VALUE_LENGTH_LIMIT, Defaults,
+    Headers, HistogramAggregation, MAX_CARDINALITY_LIMIT, MAX_QUEUE_SIZE, MAX_SHUTDOWN,
+    MetricSettings, NO_LIMIT, PrometheusEndpoint, Propagator, Protocol, ResourceDetector, Sampler,
+    ShutdownConfig, Signal, SignalConfig, Temporality, TlsFiles,
 };
 
 /// Longest value quoted back in a warning; the rest is elided so a huge variable cannot flood
@@ -131,6 +133,129 @@ pub(super) fn resolve(env: &mut Env<'_>, defaults: &Defaults) -> Config {
         propagators: resolve_propagators(env),
         log_filter: resolve_log_filter(env, defaults, dev),
         shutdown: resolve_shutdown(env, defaults),
+        resource_detectors: resolve_detectors(env, defaults),
+        metric_settings: resolve_metric_settings(env, defaults),
+    }
+}
+
+/// Precedence: `OTEL_RESOURCE_DETECTORS_DISABLED` (a list, `all` or `none`) replaces the
+/// code's list; unknown names warn and the rest of the list still applies.
+fn resolve_detectors(env: &mut Env<'_>, defaults: &Defaults) -> Vec<ResourceDetector> {
+    const VAR: &str = "OTEL_RESOURCE_DETECTORS_DISABLED";
+    let disabled: Vec<ResourceDetector> = match env.get(VAR) {
+        None => defaults.disabled_detectors.clone(),
+        Some(raw) => {
+            let mut disabled = Vec::new();
+            for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let lower = item.to_ascii_lowercase();
+                match lower.as_str() {
+                    "all" => disabled.extend(ResourceDetector::ALL),
+                    "none" => {}
+                    name => match ResourceDetector::ALL.iter().find(|d| d.as_str() == name) {
+                        Some(d) => disabled.push(*d),
+                        None => env.warn(
+                            VAR,
+                            &raw,
+                            format!(
+                                "unknown detector {:?} (expected host, os, process, container, k8s, ecs, all or none)",
+                                bounded(item)
+                            ),
+                            "the other listed detectors",
+                        ),
+                    },
+                }
+            }
+            disabled
+        }
+    };
+    ResourceDetector::ALL
+        .into_iter()
+        .filter(|d| !disabled.contains(d))
+        .collect()
+}
+
+/// Each setting on its own: the variable, then the code default, then the spec's default.
+fn resolve_metric_settings(env: &mut Env<'_>, defaults: &Defaults) -> MetricSettings {
+    let spec = MetricSettings::default();
+    let temporality = env
+        .first(
+            &["OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"],
+            &|_| "the default (cumulative)".into(),
+            |raw| match raw.to_ascii_lowercase().as_str() {
+                "cumulative" => Ok(Temporality::Cumulative),
+                "delta" => Ok(Temporality::Delta),
+                "lowmemory" => Ok(Temporality::LowMemory),
+                _ => Err("unknown temporality (expected cumulative, delta or lowmemory)".into()),
+            },
+        )
+        .map_or(spec.temporality, |(t, _)| t);
+    let histogram_aggregation = env
+        .first(
+            &["OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION"],
+            &|_| "the default (explicit_bucket_histogram)".into(),
+            |raw| match raw.to_ascii_lowercase().as_str() {
+                "explicit_bucket_histogram" => Ok(HistogramAggregation::ExplicitBucket),
+                "base2_exponential_bucket_histogram" => Ok(HistogramAggregation::Base2Exponential),
+                _ => Err("unknown aggregation (expected explicit_bucket_histogram or base2_exponential_bucket_histogram)".into()),
+            },
+        )
+        .map_or(spec.histogram_aggregation, |(h, _)| h);
+    let code_limit = defaults
+        .cardinality_limit
+        .map(|n| n.clamp(1, MAX_CARDINALITY_LIMIT))
+        .unwrap_or(DEFAULT_CARDINALITY_LIMIT);
+    let cardinality_limit = env
+        .first(
+            &["OTEL_METRICS_CARDINALITY_LIMIT"],
+            &|_| format!("the default ({code_limit})"),
+            |raw| match raw.parse::<u64>() {
+                Ok(0) => Err("must be at least 1".to_owned()),
+                Ok(n) if n > MAX_CARDINALITY_LIMIT as u64 => {
+                    Err(format!("larger than the maximum ({MAX_CARDINALITY_LIMIT})"))
+                }
+                Ok(n) => Ok(n as usize),
+                Err(_) => Err(not_a_count(raw, "attribute sets")),
+            },
+        )
+        .map_or(code_limit, |(n, _)| n);
+    let mut switch = |var: &str, code: Option<bool>| {
+        let default = code.unwrap_or(true);
+        env.first(&[var], &|_| format!("the default ({default})"), parse_bool)
+            .map_or(default, |(v, _)| v)
+    };
+    let process_metrics = switch("OTEL_PROCESS_METRICS_ENABLED", defaults.process_metrics);
+    let tokio_metrics = switch("OTEL_TOKIO_METRICS_ENABLED", defaults.tokio_metrics);
+    let endpoint = PrometheusEndpoint::default();
+    let host = env
+        .first(
+            &["OTEL_EXPORTER_PROMETHEUS_HOST"],
+            &|_| format!("the default ({})", endpoint.host),
+            |raw| {
+                if raw.chars().any(|c| c.is_whitespace() || c == '/') {
+                    Err("not a host name or IP address".to_owned())
+                } else {
+                    Ok(raw.trim_start_matches('[').trim_end_matches(']').to_owned())
+                }
+            },
+        )
+        .map_or(endpoint.host, |(h, _)| h);
+    let port = env
+        .first(
+            &["OTEL_EXPORTER_PROMETHEUS_PORT"],
+            &|_| format!("the default ({})", endpoint.port),
+            |raw| {
+                raw.parse::<u16>()
+                    .map_err(|_| "not a TCP port (0 to 65535)".to_owned())
+            },
+        )
+        .map_or(endpoint.port, |(p, _)| p);
+    MetricSettings {
+        temporality,
+        histogram_aggregation,
+        cardinality_limit,
+        process_metrics,
+        tokio_metrics,
+        prometheus: PrometheusEndpoint { host, port },
     }
 }
 
@@ -326,9 +451,12 @@ fn resolve_tls(env: &mut Env<'_>, signal: Signal, endpoint: &str) -> TlsFiles {
 fn resolve_signal(env: &mut Env<'_>, signal: Signal) -> SignalConfig {
     let up = signal.upper();
     let exporter_var = format!("OTEL_{up}_EXPORTER");
-    let (otlp, console) = match env.get(&exporter_var) {
-        None => (true, false),
-        Some(raw) => parse_exporters(env, &exporter_var, &raw),
+    let exporters = match env.get(&exporter_var) {
+        None => Exporters {
+            otlp: true,
+            ..Exporters::default()
+        },
+        Some(raw) => parse_exporters(env, &exporter_var, &raw, signal),
     };
 
     let protocol_vars = [
@@ -389,8 +517,9 @@ fn resolve_signal(env: &mut Env<'_>, signal: Signal) -> SignalConfig {
         .map_or(Compression::None, |(c, _)| c);
 
     SignalConfig {
-        otlp,
-        console,
+        otlp: exporters.otlp,
+        console: exporters.console,
+        prometheus: exporters.prometheus,
         protocol,
         endpoint,
         endpoint_source,
@@ -503,21 +632,32 @@ fn not_a_count(raw: &str, unit: &str) -> String {
     }
 }
 
-fn parse_exporters(env: &mut Env<'_>, var: &str, raw: &str) -> (bool, bool) {
-    let (mut otlp, mut console, mut none, mut any_known) = (false, false, false, false);
+#[derive(Default)]
+struct Exporters {
+    otlp: bool,
+    console: bool,
+    prometheus: bool,
+}
+
+fn parse_exporters(env: &mut Env<'_>, var: &str, raw: &str, signal: Signal) -> Exporters {
+    let mut chosen = Exporters::default();
+    let (mut none, mut any_known) = (false, false);
+    let expected = if signal == Signal::Metrics {
+        "otlp, prometheus, console or none"
+    } else {
+        "otlp, console or none"
+    };
     for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         match item.to_ascii_lowercase().as_str() {
-            "otlp" => otlp = true,
-            "console" | "logging" => console = true,
+            "otlp" => chosen.otlp = true,
+            "console" | "logging" => chosen.console = true,
+            "prometheus" if signal == Signal::Metrics => chosen.prometheus = true,
             "none" => none = true,
             _ => {
                 env.warn(
                     var,
                     raw,
-                    format!(
-                        "unknown exporter {:?} (expected otlp, console or none)",
-                        bounded(item)
-                    ),
+                    format!("unknown exporter {:?} (expected {expected})", bounded(item)),
                     "the other listed exporters, else otlp",
                 );
                 continue;
@@ -526,11 +666,14 @@ fn parse_exporters(env: &mut Env<'_>, var: &str, raw: &str) -> (bool, bool) {
         any_known = true;
     }
     if none {
-        (false, false)
+        Exporters::default()
     } else if any_known {
-        (otlp, console)
+        chosen
     } else {
-        (true, false)
+        Exporters {
+            otlp: true,
+            ..Exporters::default()
+        }
     }
 }
 

@@ -641,7 +641,7 @@ fn exporters_per_signal() {
         ("none,otlp", false, false, false),
         ("otlp,,", true, false, false),
         ("zipkin", true, false, true),
-        ("jaeger,prometheus", true, false, true),
+        ("jaeger,zipkin", true, false, true),
         ("zipkin,console", false, true, true),
     ];
     for signal in Signal::ALL {
@@ -2657,4 +2657,173 @@ mod hostile {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resource detectors, metric settings, Prometheus
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn prometheus_is_a_metrics_exporter_only() {
+    let (config, warnings) = resolve_on(&[("OTEL_METRICS_EXPORTER", "prometheus")]);
+    assert!(config.metrics.prometheus && !config.metrics.otlp);
+    assert!(config.exports(Signal::Metrics));
+    assert_no_warnings(&warnings, "prometheus alone");
+    let (config, warnings) = resolve_on(&[("OTEL_METRICS_EXPORTER", "otlp,Prometheus")]);
+    assert!(config.metrics.prometheus && config.metrics.otlp);
+    assert_no_warnings(&warnings, "otlp,prometheus");
+    for var in ["OTEL_TRACES_EXPORTER", "OTEL_LOGS_EXPORTER"] {
+        let (config, warnings) = resolve_on(&[(var, "prometheus")]);
+        let w = only_warning_about(&warnings, var, var);
+        assert!(w.reason.contains("prometheus"), "{w:?}");
+        assert!(!config.traces.prometheus && !config.logs.prometheus);
+    }
+    let (config, _) = resolve_on(&[]);
+    assert!(!config.metrics.prometheus);
+    assert_eq!(
+        config.metric_settings.prometheus,
+        PrometheusEndpoint::default()
+    );
+}
+
+#[test]
+fn prometheus_host_and_port() {
+    let (config, warnings) = resolve_on(&[
+        ("OTEL_EXPORTER_PROMETHEUS_HOST", "0.0.0.0"),
+        ("OTEL_EXPORTER_PROMETHEUS_PORT", "9100"),
+    ]);
+    assert_no_warnings(&warnings, "valid");
+    assert_eq!(config.metric_settings.prometheus.host, "0.0.0.0");
+    assert_eq!(config.metric_settings.prometheus.port, 9100);
+    let (config, _) = resolve_on(&[("OTEL_EXPORTER_PROMETHEUS_HOST", "[::1]")]);
+    assert_eq!(config.metric_settings.prometheus.host, "::1");
+    for (var, value) in [
+        ("OTEL_EXPORTER_PROMETHEUS_PORT", "70000"),
+        ("OTEL_EXPORTER_PROMETHEUS_PORT", "-1"),
+        ("OTEL_EXPORTER_PROMETHEUS_PORT", "http"),
+        ("OTEL_EXPORTER_PROMETHEUS_HOST", "http://x/"),
+    ] {
+        let (config, warnings) = resolve_on(&[(var, value)]);
+        let w = only_warning_about(&warnings, var, value);
+        assert!(w.used_instead.contains("default"), "{w:?}");
+        assert_eq!(
+            config.metric_settings.prometheus,
+            PrometheusEndpoint::default()
+        );
+    }
+}
+
+#[test]
+fn temporality_and_histogram_aggregation() {
+    let cases = [
+        ("cumulative", Temporality::Cumulative),
+        ("DELTA", Temporality::Delta),
+        ("LowMemory", Temporality::LowMemory),
+    ];
+    for (value, expected) in cases {
+        let (config, warnings) =
+            resolve_on(&[("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", value)]);
+        assert_eq!(config.metric_settings.temporality, expected, "{value}");
+        assert_no_warnings(&warnings, value);
+    }
+    let (config, warnings) = resolve_on(&[(
+        "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+        "sometimes",
+    )]);
+    let w = only_warning_about(
+        &warnings,
+        "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+        "bad temporality",
+    );
+    assert!(w.used_instead.contains("cumulative"), "{w:?}");
+    assert_eq!(config.metric_settings.temporality, Temporality::Cumulative);
+
+    const AGG: &str = "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION";
+    let (config, warnings) = resolve_on(&[(AGG, "Base2_Exponential_Bucket_Histogram")]);
+    assert_no_warnings(&warnings, "exponential");
+    assert_eq!(
+        config.metric_settings.histogram_aggregation,
+        HistogramAggregation::Base2Exponential
+    );
+    let (config, warnings) = resolve_on(&[(AGG, "summary")]);
+    only_warning_about(&warnings, AGG, "summary");
+    assert_eq!(
+        config.metric_settings.histogram_aggregation,
+        HistogramAggregation::ExplicitBucket
+    );
+}
+
+#[test]
+fn cardinality_limit_from_env_over_code() {
+    let (config, _) = resolve_on(&[]);
+    assert_eq!(
+        config.metric_settings.cardinality_limit,
+        DEFAULT_CARDINALITY_LIMIT
+    );
+    let code = Defaults {
+        cardinality_limit: Some(50),
+        ..enabled_defaults()
+    };
+    let (config, _) = resolve_with(&code, &[]);
+    assert_eq!(config.metric_settings.cardinality_limit, 50);
+    let (config, warnings) = resolve_with(&code, &[("OTEL_METRICS_CARDINALITY_LIMIT", "300")]);
+    assert_eq!(config.metric_settings.cardinality_limit, 300);
+    assert_no_warnings(&warnings, "300");
+    for bad in ["0", "-5", "lots", "99999999999"] {
+        let (config, warnings) = resolve_with(&code, &[("OTEL_METRICS_CARDINALITY_LIMIT", bad)]);
+        let w = only_warning_about(&warnings, "OTEL_METRICS_CARDINALITY_LIMIT", bad);
+        assert!(w.used_instead.contains("50"), "{w:?}");
+        assert_eq!(config.metric_settings.cardinality_limit, 50, "{bad}");
+    }
+}
+
+#[test]
+fn builtin_metric_switches() {
+    let (config, _) = resolve_on(&[]);
+    assert!(config.metric_settings.process_metrics && config.metric_settings.tokio_metrics);
+    let code = Defaults {
+        tokio_metrics: Some(false),
+        ..enabled_defaults()
+    };
+    let (config, warnings) = resolve_with(&code, &[("OTEL_PROCESS_METRICS_ENABLED", "false")]);
+    assert!(!config.metric_settings.process_metrics && !config.metric_settings.tokio_metrics);
+    assert_no_warnings(&warnings, "switches");
+    let (config, _) = resolve_with(&code, &[("OTEL_TOKIO_METRICS_ENABLED", "true")]);
+    assert!(config.metric_settings.tokio_metrics);
+    let (config, warnings) = resolve_on(&[("OTEL_TOKIO_METRICS_ENABLED", "maybe")]);
+    only_warning_about(&warnings, "OTEL_TOKIO_METRICS_ENABLED", "maybe");
+    assert!(config.metric_settings.tokio_metrics);
+}
+
+#[test]
+fn resource_detectors_can_be_turned_off_one_by_one() {
+    let (config, _) = resolve_on(&[]);
+    assert_eq!(config.resource_detectors, ResourceDetector::ALL.to_vec());
+    let (config, warnings) = resolve_on(&[("OTEL_RESOURCE_DETECTORS_DISABLED", "ECS, k8s")]);
+    assert_no_warnings(&warnings, "ecs,k8s");
+    assert_eq!(
+        config.resource_detectors,
+        [
+            ResourceDetector::Host,
+            ResourceDetector::Os,
+            ResourceDetector::Process,
+            ResourceDetector::Container
+        ]
+    );
+    let (config, _) = resolve_on(&[("OTEL_RESOURCE_DETECTORS_DISABLED", "all")]);
+    assert!(config.resource_detectors.is_empty());
+    let (config, warnings) = resolve_on(&[("OTEL_RESOURCE_DETECTORS_DISABLED", "gcp,host")]);
+    let w = only_warning_about(&warnings, "OTEL_RESOURCE_DETECTORS_DISABLED", "gcp");
+    assert!(w.reason.contains("gcp"), "{w:?}");
+    assert!(!config.resource_detectors.contains(&ResourceDetector::Host));
+    assert_eq!(config.resource_detectors.len(), 5);
+    // The code's list applies only while the variable is unset.
+    let code = Defaults {
+        disabled_detectors: vec![ResourceDetector::Ecs],
+        ..enabled_defaults()
+    };
+    let (config, _) = resolve_with(&code, &[]);
+    assert!(!config.resource_detectors.contains(&ResourceDetector::Ecs));
+    let (config, _) = resolve_with(&code, &[("OTEL_RESOURCE_DETECTORS_DISABLED", "none")]);
+    assert_eq!(config.resource_detectors, ResourceDetector::ALL.to_vec());
 }

@@ -22,6 +22,7 @@ use opentelemetry_sdk::trace::{SdkTracerProvider, TracerProviderBuilder};
 use tokio::runtime::{Handle, Runtime};
 
 use crate::config::{Config, Protocol, Sampler, Signal, SignalConfig};
+use crate::metrics::MetricsSetup;
 #[cfg(any(feature = "grpc", feature = "http"))]
 use bounded::OnRuntime;
 use console::Console;
@@ -40,13 +41,23 @@ pub(crate) struct ExportProblem {
 /// Adds a span exporter supplied in code (accounted, behind the admission check) to the
 /// tracer provider builder.
 pub(crate) type AddSpanExporter = Box<
-    dyn FnOnce(TracerProviderBuilder, &SignalConfig, Arc<Ledger>) -> TracerProviderBuilder
+    dyn FnOnce(
+            TracerProviderBuilder,
+            &SignalConfig,
+            Arc<Ledger>,
+            &MetricsSetup,
+        ) -> TracerProviderBuilder
         + Send
         + Sync,
 >;
 /// Adds a log exporter supplied in code to the logger provider builder.
 pub(crate) type AddLogExporter = Box<
-    dyn FnOnce(LoggerProviderBuilder, &SignalConfig, Arc<Ledger>) -> LoggerProviderBuilder
+    dyn FnOnce(
+            LoggerProviderBuilder,
+            &SignalConfig,
+            Arc<Ledger>,
+            &MetricsSetup,
+        ) -> LoggerProviderBuilder
         + Send
         + Sync,
 >;
@@ -63,12 +74,13 @@ impl CustomExporters {
     where
         E: opentelemetry_sdk::trace::SpanExporter + 'static,
     {
-        Box::new(move |builder, config, ledger| {
+        Box::new(move |builder, config, ledger, metrics| {
             with_spans(
                 builder,
                 Accounted::new(exporter, ledger.clone()),
                 config,
                 Some(ledger),
+                metrics,
             )
         })
     }
@@ -77,12 +89,13 @@ impl CustomExporters {
     where
         E: opentelemetry_sdk::logs::LogExporter + 'static,
     {
-        Box::new(move |builder, config, ledger| {
+        Box::new(move |builder, config, ledger, metrics| {
             with_logs(
                 builder,
                 Accounted::new(exporter, ledger.clone()),
                 config,
                 Some(ledger),
+                metrics,
             )
         })
     }
@@ -99,6 +112,9 @@ pub(crate) struct Pipelines {
     /// Which signals go to an exporter supplied in code.
     pub(crate) custom_traces: bool,
     pub(crate) custom_logs: bool,
+    /// The scrape endpoint, when `OTEL_METRICS_EXPORTER` lists `prometheus` and it could bind.
+    #[cfg(feature = "prometheus")]
+    pub(crate) prometheus: Option<crate::metrics::prometheus::PrometheusServer>,
 }
 
 pub(crate) fn build(
@@ -106,6 +122,7 @@ pub(crate) fn build(
     resource: &Resource,
     report_interval: Duration,
     custom: CustomExporters,
+    metrics: &MetricsSetup,
 ) -> (Pipelines, Vec<ExportProblem>) {
     let (custom_traces, custom_logs) = (custom.spans.is_some(), custom.logs.is_some());
     let mut problems = Vec::new();
@@ -136,7 +153,7 @@ pub(crate) fn build(
             config.traces.batch.max_queue_size,
             report_interval,
         );
-        traces = add(traces, &config.traces, ledger.clone());
+        traces = add(traces, &config.traces, ledger.clone(), metrics);
         ledgers.push(ledger);
     } else if config.exports(Signal::Traces) {
         traces = add_traces(
@@ -146,20 +163,48 @@ pub(crate) fn build(
             &mut problems,
             &mut ledgers,
             report_interval,
+            metrics,
         )
         .0;
     }
 
+    #[cfg(feature = "prometheus")]
+    let mut prometheus = None;
     let meter_provider = config.exports(Signal::Metrics).then(|| {
-        let builder = SdkMeterProvider::builder().with_resource(resource.clone());
-        let (builder, ok) = add_metrics(
+        let builder =
+            metrics.configure(SdkMeterProvider::builder().with_resource(resource.clone()));
+        #[cfg_attr(not(feature = "prometheus"), allow(unused_mut))]
+        let (mut builder, mut ok) = add_metrics(
             builder,
             &config.metrics,
             handle,
             &mut problems,
             &mut ledgers,
             report_interval,
+            metrics,
         );
+        if config.metrics.prometheus {
+            #[cfg(feature = "prometheus")]
+            match crate::metrics::prometheus::start(
+                &config.metric_settings.prometheus,
+                metrics.overflow.clone(),
+            ) {
+                Ok((reader, server)) => {
+                    builder = builder.with_reader(reader);
+                    prometheus = Some(server);
+                    ok = true;
+                }
+                Err(cause) => problems.push(ExportProblem {
+                    signal: Signal::Metrics,
+                    cause: format!("no Prometheus endpoint: {cause}"),
+                }),
+            }
+            #[cfg(not(feature = "prometheus"))]
+            problems.push(ExportProblem {
+                signal: Signal::Metrics,
+                cause: "exporter prometheus is not compiled in (enable the `prometheus` cargo feature of service-telemetry)".into(),
+            });
+        }
         ok.then(|| builder.build())
     });
 
@@ -170,7 +215,7 @@ pub(crate) fn build(
             report_interval,
         );
         let builder = SdkLoggerProvider::builder().with_resource(resource.clone());
-        let provider = add(builder, &config.logs, ledger.clone()).build();
+        let provider = add(builder, &config.logs, ledger.clone(), metrics).build();
         ledgers.push(ledger);
         Some(Some(provider))
     } else {
@@ -183,6 +228,7 @@ pub(crate) fn build(
                 &mut problems,
                 &mut ledgers,
                 report_interval,
+                metrics,
             );
             ok.then(|| builder.build())
         })
@@ -191,6 +237,7 @@ pub(crate) fn build(
     if let Some(Some(provider)) = &meter_provider {
         use opentelemetry::metrics::MeterProvider as _;
         accounting::register_metrics(&provider.meter("service-telemetry"), &ledgers);
+        metrics.register_builtin(provider);
     }
 
     let pipelines = Pipelines {
@@ -201,6 +248,8 @@ pub(crate) fn build(
         ledgers,
         custom_traces,
         custom_logs,
+        #[cfg(feature = "prometheus")]
+        prometheus,
     };
     (pipelines, problems)
 }
@@ -289,6 +338,7 @@ macro_rules! add_exporters {
             problems: &mut Vec<ExportProblem>,
             ledgers: &mut Vec<Arc<Ledger>>,
             report_interval: Duration,
+            metrics: &MetricsSetup,
         ) -> ($builder, bool) {
             let mut added = false;
             if config.otlp {
@@ -308,6 +358,7 @@ macro_rules! add_exporters {
                                 Accounted::new(exporter, ledger.clone()),
                                 config,
                                 Some(ledger.clone()),
+                                metrics,
                             );
                             ledgers.push(ledger);
                             added = true;
@@ -331,7 +382,7 @@ macro_rules! add_exporters {
                 }
             }
             if config.console {
-                builder = $add(builder, Console, config, None);
+                builder = $add(builder, Console, config, None, metrics);
                 added = true;
             }
             (builder, added)
@@ -352,6 +403,7 @@ fn with_spans(
     exporter: impl opentelemetry_sdk::trace::SpanExporter + 'static,
     config: &SignalConfig,
     ledger: Option<Arc<Ledger>>,
+    _metrics: &MetricsSetup,
 ) -> TracerProviderBuilder {
     use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor};
     let batch = BatchConfigBuilder::default()
@@ -377,6 +429,7 @@ fn with_logs(
     exporter: impl opentelemetry_sdk::logs::LogExporter + 'static,
     config: &SignalConfig,
     ledger: Option<Arc<Ledger>>,
+    _metrics: &MetricsSetup,
 ) -> LoggerProviderBuilder {
     use opentelemetry_sdk::logs::{BatchConfigBuilder, BatchLogProcessor};
     let batch = BatchConfigBuilder::default()
@@ -402,8 +455,9 @@ fn with_metrics(
     exporter: impl opentelemetry_sdk::metrics::exporter::PushMetricExporter + 'static,
     config: &SignalConfig,
     _ledger: Option<Arc<Ledger>>,
+    metrics: &MetricsSetup,
 ) -> MeterProviderBuilder {
-    let reader = opentelemetry_sdk::metrics::PeriodicReader::builder(exporter)
+    let reader = opentelemetry_sdk::metrics::PeriodicReader::builder(metrics.watch(exporter))
         .with_interval(config.batch.schedule_delay)
         .build();
     builder.with_reader(reader)

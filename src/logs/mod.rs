@@ -13,6 +13,7 @@ pub use buffered::{
 };
 pub(crate) use json::JsonLayer;
 pub(crate) use panic::install_panic_hook;
+pub(crate) use time::write_timestamp;
 pub use writer::{LogWriter, MemoryWriter, Stdout};
 
 use std::sync::{Arc, OnceLock};

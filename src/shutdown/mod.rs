@@ -381,6 +381,11 @@ impl Shutdown {
     pub async fn run(mut self) -> ShutdownReport {
         self.ran = true;
         let shared = self.shared.clone();
+        if let (Some(telemetry), Ok(handle)) =
+            (&shared.telemetry, tokio::runtime::Handle::try_current())
+        {
+            telemetry.watch_runtime(handle);
+        }
         let steps = std::mem::take(&mut self.steps);
         drop(self);
         shared.triggered.cancelled().await;
