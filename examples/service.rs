@@ -1,6 +1,6 @@
 //! A small HTTP service under the shutdown coordinator.
 //!
-//! Run with `cargo run --example service`, then press Ctrl-C (or `kill -TERM <pid>`): the logs
+//! Run with `cargo run --example service --features axum`, then press Ctrl-C (or `kill -TERM <pid>`): the logs
 //! show the whole sequence, from `shutdown started` through each step to `shutdown complete`.
 //!
 //! - `GET /health`: `{"status":"ok"}` (200), then `{"status":"shutting_down"}` (503) from the
@@ -12,6 +12,10 @@
 //!
 //! `PORT` (default 8080; 0 picks a free port) sets the port; the `listening` line gives the
 //! address. `SHUTDOWN_TIMEOUT_MS` and `SHUTDOWN_DRAIN_DELAY_MS` set the budget and drain delay.
+//!
+//! Every request is a span and counts in `http.server.request.duration`; with
+//! `OTEL_ENABLED=true` the process and Tokio runtime metrics are exported too, and
+//! `OTEL_METRICS_EXPORTER=prometheus` serves them all on `http://localhost:9464/metrics`.
 
 use std::time::Duration;
 
@@ -22,6 +26,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use service_telemetry::Shutdown;
+use service_telemetry::instrument::HttpServerLayer;
 use service_telemetry::shutdown::{Health, Step};
 use tokio::sync::mpsc;
 use tracing::{Instrument, info, info_span, warn};
@@ -100,7 +105,8 @@ async fn main() {
                     }
                 }
             }),
-        );
+        )
+        .layer(HttpServerLayer::new());
     // Stops accepting when its turn comes, then waits for the requests in flight.
     shutdown.spawn_service("drain http server", |stop| {
         axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned())

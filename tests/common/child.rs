@@ -25,7 +25,8 @@ fn scrub(cmd: &mut Command) {
         let key = key.to_string_lossy();
         if key.starts_with("OTEL_")
             || key.starts_with("SHUTDOWN_")
-            || ["LOG_LEVEL", "RUST_LOG", "PORT"].contains(&key.as_ref())
+            || key.starts_with("ECS_CONTAINER_METADATA_URI")
+            || ["LOG_LEVEL", "RUST_LOG", "PORT", "KUBERNETES_SERVICE_HOST"].contains(&key.as_ref())
         {
             cmd.env_remove(key.as_ref());
         }
@@ -220,6 +221,8 @@ pub fn example_binary(name: &str) -> PathBuf {
     let features: Vec<&str> = [
         ("grpc", cfg!(feature = "grpc")),
         ("http", cfg!(feature = "http")),
+        ("tls", cfg!(feature = "tls")),
+        ("prometheus", cfg!(feature = "prometheus")),
         ("tower", cfg!(feature = "tower")),
         ("axum", cfg!(feature = "axum")),
         ("tonic", cfg!(feature = "tonic")),

@@ -209,6 +209,8 @@ pub fn parse_dump(text: &str) -> Vec<Value> {
     let mut current: Option<Map<String, Value>> = None;
     let mut section = Section::Other;
     let (mut metric_name, mut metric_type) = (String::new(), String::new());
+    let (mut metric_unit, mut temporality, mut monotonic) =
+        (String::new(), String::new(), String::new());
 
     let flush = |current: &mut Option<Map<String, Value>>, out: &mut Vec<Value>| {
         if let Some(rec) = current.take() {
@@ -259,12 +261,17 @@ pub fn parse_dump(text: &str) -> Vec<Value> {
             section = Section::Other;
             continue;
         }
-        if trimmed.starts_with("NumberDataPoints #") || trimmed.starts_with("HistogramDataPoints #")
+        if trimmed.starts_with("NumberDataPoints #")
+            || trimmed.starts_with("HistogramDataPoints #")
+            || trimmed.starts_with("ExponentialHistogramDataPoints #")
         {
             flush(&mut current, &mut out);
             let mut rec = start("metric", &resource);
             rec.insert("name".into(), json!(metric_name));
             rec.insert("type".into(), json!(metric_type));
+            rec.insert("unit".into(), json!(metric_unit));
+            rec.insert("temporality".into(), json!(temporality));
+            rec.insert("monotonic".into(), json!(monotonic));
             current = Some(rec);
             section = Section::Other;
             continue;
@@ -289,8 +296,15 @@ pub fn parse_dump(text: &str) -> Vec<Value> {
                     }
                 }
                 Section::Other => match k {
-                    "Name" => metric_name = v.to_owned(),
+                    "Name" => {
+                        metric_name = v.to_owned();
+                        (metric_unit, temporality, monotonic) =
+                            (String::new(), String::new(), String::new());
+                    }
                     "DataType" => metric_type = v.to_owned(),
+                    "Unit" => metric_unit = v.to_owned(),
+                    "AggregationTemporality" => temporality = v.to_owned(),
+                    "IsMonotonic" => monotonic = v.to_owned(),
                     _ => {}
                 },
             }

@@ -80,7 +80,10 @@ pub fn run_probe(env: &[(&str, &str)], limit: Duration) -> ProbeRun {
     ]);
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
-        if key.starts_with("OTEL_") || key == "LOG_LEVEL" || key == "RUST_LOG" {
+        if key.starts_with("OTEL_")
+            || key.starts_with("ECS_CONTAINER_METADATA_URI")
+            || ["LOG_LEVEL", "RUST_LOG", "KUBERNETES_SERVICE_HOST"].contains(&key.as_ref())
+        {
             cmd.env_remove(key.as_ref());
         }
     }
@@ -135,9 +138,11 @@ pub fn run_probe(env: &[(&str, &str)], limit: Duration) -> ProbeRun {
     }
 }
 
-/// The child side: init, one span with a log line inside, one counter, then a bounded
-/// shutdown whose outcome is logged as `probe-shutdown`. Driven by `PROBE_RUNTIME`
-/// (`none`, `current`, `multi`), `PROBE_TAG` and `PROBE_SHUTDOWN_MS`.
+/// The child side: init (timed, logged as `probe-init`), one span with a log line inside, one
+/// counter and one histogram, then a bounded shutdown whose outcome is logged as
+/// `probe-shutdown`. Driven by `PROBE_RUNTIME` (`none`, `current`, `multi`), `PROBE_TAG`,
+/// `PROBE_SHUTDOWN_MS`, `PROBE_DETECTION_ROOT` (the detectors' file-system root) and
+/// `PROBE_SERIES` (distinct `probe.series` values on the counter, default 1).
 pub fn probe_main() {
     let runtime = std::env::var("PROBE_RUNTIME").unwrap_or_else(|_| "none".into());
     match runtime.as_str() {
@@ -161,11 +166,22 @@ fn probe_body() {
         .ok()
         .and_then(|v| v.parse().ok())
         .map_or(Duration::from_secs(10), Duration::from_millis);
-    let telemetry = Telemetry::builder()
+    let mut builder = Telemetry::builder()
         .service_name("probe-default")
-        .flush_timeout(timeout)
-        .try_init()
-        .expect("first init in this process");
+        .flush_timeout(timeout);
+    if let Some(root) = std::env::var_os("PROBE_DETECTION_ROOT") {
+        builder = builder.resource_detection_root(root);
+    }
+    let init_started = Instant::now();
+    let telemetry = builder.try_init().expect("first init in this process");
+    tracing::info!(
+        init_us = init_started.elapsed().as_micros() as u64,
+        "probe-init"
+    );
+    let series: usize = std::env::var("PROBE_SERIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     if std::env::var_os("PROBE_DEBUG_TELEMETRY").is_some() {
         tracing::info!(telemetry = ?telemetry, config = ?telemetry.config(), "probe-debug");
     }
@@ -176,7 +192,18 @@ fn probe_body() {
         let span = tracing::info_span!("probe-span", probe.tag = %tag);
         let _entered = span.enter();
         tracing::info!(probe.tag = %tag, "probe-log-{tag}");
-        counter.add(7, &[KeyValue::new("probe.tag", tag.clone())]);
+        for i in 0..series {
+            let mut attributes = vec![KeyValue::new("probe.tag", tag.clone())];
+            if series > 1 {
+                attributes.push(KeyValue::new("probe.series", i as i64));
+            }
+            counter.add(7, &attributes);
+        }
+        global::meter("probe")
+            .f64_histogram(format!("probe.histogram.{tag}"))
+            .with_unit("s")
+            .build()
+            .record(0.25, &[KeyValue::new("probe.tag", tag.clone())]);
     }
     let started = Instant::now();
     let result = telemetry.shutdown(timeout);
