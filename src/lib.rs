@@ -23,7 +23,7 @@ pub use logs::{
     BufferedWriter, BufferedWriterBuilder, DEFAULT_BUFFER_CAPACITY, DEFAULT_WRITE_INTERVAL,
     FLUSH_WAIT, LogWriter, MemoryWriter, Overflow, Stdout,
 };
-pub use metrics::MetricView;
+pub use metrics::{MetricView, register_builtin_metrics};
 pub use shutdown::{Shutdown, ShutdownHandle};
 pub use telemetry::{DEFAULT_FLUSH_TIMEOUT, Telemetry};
 

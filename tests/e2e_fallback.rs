@@ -40,7 +40,7 @@ fn garbage_in_every_variable_starts_warns_and_exits_zero() {
         ("OTEL_EXPORTER_OTLP_TIMEOUT", "-5"),
         ("OTEL_EXPORTER_OTLP_COMPRESSION", "lzma"),
         ("OTEL_TRACES_EXPORTER", "zipkin"),
-        ("OTEL_METRICS_EXPORTER", "prometheus,,"),
+        ("OTEL_METRICS_EXPORTER", "jaeger,,"),
         ("OTEL_LOGS_EXPORTER", "\u{00e9}"),
         ("OTEL_TRACES_SAMPLER", "sometimes"),
         ("OTEL_PROPAGATORS", "b3,xray,=="),

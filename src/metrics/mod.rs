@@ -6,7 +6,7 @@ mod overflow;
 mod process;
 #[cfg(feature = "prometheus")]
 pub(crate) mod prometheus;
-mod tokio;
+mod runtime;
 mod view;
 
 use std::path::PathBuf;
@@ -24,7 +24,7 @@ use crate::config::{MetricSettings, Temporality};
 
 pub(crate) use overflow::OverflowReporter;
 pub(crate) use process::ProcessReader;
-pub(crate) use tokio::RuntimeSlot;
+pub(crate) use runtime::RuntimeSlot;
 pub use view::MetricView;
 pub(crate) use view::ViewFn;
 
@@ -85,9 +85,38 @@ impl MetricsSetup {
             process::register(&meter, Arc::new(ProcessReader::new(self.root.clone())));
         }
         if self.settings.tokio_metrics {
-            tokio::register(&meter, self.runtime.clone());
+            runtime::register(&meter, self.runtime.clone());
         }
     }
+}
+
+/// Registers the crate's process and Tokio runtime instruments (the tables in the README) on a
+/// meter provider built by hand; `init` does this on its own provider. `runtime` is the Tokio
+/// runtime to report (`None`: the current one, if there is one).
+///
+/// ```
+/// use opentelemetry_sdk::metrics::SdkMeterProvider;
+///
+/// let provider = SdkMeterProvider::builder().build();
+/// service_telemetry::register_builtin_metrics(&provider, None);
+/// ```
+pub fn register_builtin_metrics(
+    provider: &SdkMeterProvider,
+    runtime: Option<tokio::runtime::Handle>,
+) {
+    let slot = Arc::new(RuntimeSlot::default());
+    match runtime {
+        Some(handle) => slot.offer(handle),
+        None => slot.offer_current(),
+    }
+    let setup = MetricsSetup::new(
+        MetricSettings::default(),
+        Vec::new(),
+        crate::DEFAULT_EXPORT_REPORT_INTERVAL,
+        slot,
+        PathBuf::from("/"),
+    );
+    setup.register_builtin(provider);
 }
 
 fn sdk_temporality(t: Temporality) -> opentelemetry_sdk::metrics::Temporality {

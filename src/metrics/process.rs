@@ -3,8 +3,8 @@
 //! cadence, never on the request path. Elsewhere only `process.uptime` is reported.
 //!
 //! One sample (`stat`, `status` and the `fd` folder) serves every instrument of one
-//! collection: the callbacks run one after another, and a sample younger than
-//! [`SAMPLE_REUSE`] is reused instead of read again.
+//! collection: the first instrument's callback (`process.cpu.time`, registered first) reads
+//! the files, and the others reuse a sample younger than [`SAMPLE_REUSE`].
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -88,10 +88,14 @@ impl ProcessReader {
 
     /// The sample for this collection: a recent one, or a fresh reading.
     fn sample(&self) -> Option<Sample> {
+        self.sample_within(SAMPLE_REUSE)
+    }
+
+    fn sample_within(&self, reuse: Duration) -> Option<Sample> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         if let Some((at, sample)) = state.last {
-            if now.duration_since(at) < SAMPLE_REUSE {
+            if now.duration_since(at) < reuse {
                 return Some(sample);
             }
         }
@@ -150,7 +154,8 @@ pub(crate) fn register(meter: &Meter, reader: Arc<ProcessReader>) {
         .with_unit("s")
         .with_description("Total CPU seconds broken down by different CPU modes.")
         .with_callback(move |observer| {
-            if let Some(s) = r.sample() {
+            // The first callback of a collection: always a fresh reading.
+            if let Some(s) = r.sample_within(Duration::ZERO) {
                 observer.observe(s.user_seconds, &cpu_mode("user"));
                 observer.observe(s.system_seconds, &cpu_mode("system"));
             }
