@@ -3,7 +3,8 @@
 //! Each group runs the common alternative in the same process: a hand-written
 //! opentelemetry-otlp + tracing-opentelemetry + `fmt().json()` setup, as in their docs.
 //!
-//! - `init`: time to build and install the whole pipeline (export to a live collector).
+//! - `init`: time to build and install the whole pipeline (export to a live collector), also
+//!   with every resource detector off, which gives the detectors' share.
 //! - `flush_2000_spans`: time for a flush to deliver 2000 queued spans.
 //! - `export_throughput`: spans per second sustained to the collector with the default queue,
 //!   the producer backing off when the queue is three quarters full, so nothing is dropped;
@@ -108,7 +109,16 @@ impl Transport {
 
 /// This crate, spans only, to the collector.
 fn ours(collector: &Collector, transport: Transport) -> ScopedTelemetry {
-    let env: Vec<(&'static str, String)> = vec![
+    ours_with(collector, transport, &[])
+}
+
+/// [`ours`] with more variables.
+fn ours_with(
+    collector: &Collector,
+    transport: Transport,
+    extra: &[(&'static str, &str)],
+) -> ScopedTelemetry {
+    let mut env: Vec<(&'static str, String)> = vec![
         ("OTEL_ENABLED", "true".into()),
         (
             "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -125,6 +135,7 @@ fn ours(collector: &Collector, transport: Transport) -> ScopedTelemetry {
         ("OTEL_METRICS_EXPORTER", "none".into()),
         ("OTEL_LOGS_EXPORTER", "none".into()),
     ];
+    env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
     Telemetry::builder()
         .with_writer(Discard)
         .without_panic_hook()
@@ -229,6 +240,26 @@ fn init(c: &mut Criterion, collector: &Collector) {
                 })
             },
         );
+        // The resource detectors' share of init (none of them is ECS here: no metadata URI).
+        group.bench_function(
+            BenchmarkId::new("service_telemetry_no_detectors", transport.name()),
+            |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let started = Instant::now();
+                        let scoped = ours_with(
+                            collector,
+                            transport,
+                            &[("OTEL_RESOURCE_DETECTORS_DISABLED", "all")],
+                        );
+                        total += started.elapsed();
+                        drop(scoped);
+                    }
+                    total
+                })
+            },
+        );
         group.bench_function(
             BenchmarkId::new("hand_written_otlp", transport.name()),
             |b| {
@@ -288,6 +319,26 @@ fn flush(c: &mut Criterion, collector: &Collector) {
         drop(scoped);
 
         let setup = hand_written(collector, transport);
+        // The resource detectors' share of init (none of them is ECS here: no metadata URI).
+        group.bench_function(
+            BenchmarkId::new("service_telemetry_no_detectors", transport.name()),
+            |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let started = Instant::now();
+                        let scoped = ours_with(
+                            collector,
+                            transport,
+                            &[("OTEL_RESOURCE_DETECTORS_DISABLED", "all")],
+                        );
+                        total += started.elapsed();
+                        drop(scoped);
+                    }
+                    total
+                })
+            },
+        );
         group.bench_function(
             BenchmarkId::new("hand_written_otlp", transport.name()),
             |b| {
