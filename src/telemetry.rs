@@ -48,7 +48,6 @@ pub(crate) struct Inner {
 
 /// Longest wait at shutdown for Prometheus to scrape the last values (at most half the
 /// shutdown bound).
-#[cfg(feature = "prometheus")]
 const FINAL_SCRAPE_WINDOW: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Copy)]
@@ -127,8 +126,22 @@ impl Telemetry {
 
     /// Flushes and shuts down every signal within `timeout` in total. Idempotent: later calls
     /// (and the drop) return `Ok` at once.
+    ///
+    /// With the Prometheus endpoint on, it first waits for one more scrape, at most 5 s and at
+    /// most half of `timeout` (under [`crate::Shutdown`], at most the telemetry reserve), so
+    /// the final values are scraped; the endpoint closes last.
     pub fn shutdown(&self, timeout: Duration) -> Result<(), FlushError> {
-        self.inner.shutdown(timeout)
+        self.inner
+            .shutdown(timeout, FINAL_SCRAPE_WINDOW.min(timeout / 2))
+    }
+
+    /// [`shutdown`](Self::shutdown) with the final scrape window given.
+    pub(crate) fn shutdown_with_scrape_window(
+        &self,
+        timeout: Duration,
+        scrape_window: Duration,
+    ) -> Result<(), FlushError> {
+        self.inner.shutdown(timeout, scrape_window.min(timeout))
     }
 }
 
@@ -146,7 +159,11 @@ impl Telemetry {
 
     /// What dropping the guard does: shut down within the flush timeout, warn if incomplete.
     pub(crate) fn close(&self) {
-        if let Err(e) = self.inner.shutdown(self.inner.flush_timeout) {
+        let timeout = self.inner.flush_timeout;
+        if let Err(e) = self
+            .inner
+            .shutdown(timeout, FINAL_SCRAPE_WINDOW.min(timeout / 2))
+        {
             tracing::warn!(target: "service_telemetry", error = %e, "telemetry shutdown incomplete");
             self.inner.writer.flush();
         }
@@ -154,7 +171,7 @@ impl Telemetry {
 }
 
 impl Inner {
-    fn shutdown(&self, timeout: Duration) -> Result<(), FlushError> {
+    fn shutdown(&self, timeout: Duration, scrape_window: Duration) -> Result<(), FlushError> {
         if self.shut_down.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
@@ -165,12 +182,14 @@ impl Inner {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
+        #[cfg(not(feature = "prometheus"))]
+        let _ = scrape_window;
         #[cfg(feature = "prometheus")]
         let timeout = match prometheus.as_mut() {
             // While the meter provider still answers: after its shutdown a scrape is empty.
             Some(server) => {
                 let started = Instant::now();
-                server.wait_for_final_scrape(FINAL_SCRAPE_WINDOW.min(timeout / 2));
+                server.wait_for_final_scrape(scrape_window);
                 timeout.saturating_sub(started.elapsed())
             }
             None => timeout,

@@ -358,7 +358,8 @@ impl Shared {
                 .saturating_duration_since(Instant::now())
                 .saturating_sub(EXIT_MARGIN);
             if !finishing && !left.is_zero() {
-                let _ = telemetry.shutdown(left);
+                // Wedged: no waiting for a final Prometheus scrape.
+                let _ = telemetry.shutdown_with_scrape_window(left, Duration::ZERO);
             }
         }
         self.flush_log_lines();

@@ -429,7 +429,10 @@ impl Shutdown {
         };
         coordinator::log_report(&report);
         if let Some(telemetry) = &shared.telemetry {
-            if let Err(e) = telemetry.shutdown(shared.remaining(at)) {
+            // A final Prometheus scrape may take at most the reserve (see Telemetry::shutdown).
+            let left = shared.remaining(at);
+            let scrape_window = shared.settings.reserve.min(left / 2);
+            if let Err(e) = telemetry.shutdown_with_scrape_window(left, scrape_window) {
                 tracing::warn!(target: TARGET, error = %e, "telemetry flush incomplete at exit");
             }
         }
