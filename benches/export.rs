@@ -225,41 +225,27 @@ fn init(c: &mut Criterion, collector: &Collector) {
     let mut group = c.benchmark_group("init");
     group.sample_size(20);
     for transport in [Transport::Grpc, Transport::Http] {
-        group.bench_function(
-            BenchmarkId::new("service_telemetry", transport.name()),
-            |b| {
-                b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        let started = Instant::now();
-                        let scoped = ours(collector, transport);
-                        total += started.elapsed();
-                        drop(scoped);
-                    }
-                    total
-                })
-            },
-        );
         // The resource detectors' share of init (none of them is ECS here: no metadata URI).
-        group.bench_function(
-            BenchmarkId::new("service_telemetry_no_detectors", transport.name()),
-            |b| {
+        for (name, extra) in [
+            ("service_telemetry", &[][..]),
+            (
+                "service_telemetry_no_detectors",
+                &[("OTEL_RESOURCE_DETECTORS_DISABLED", "all")][..],
+            ),
+        ] {
+            group.bench_function(BenchmarkId::new(name, transport.name()), |b| {
                 b.iter_custom(|iters| {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
                         let started = Instant::now();
-                        let scoped = ours_with(
-                            collector,
-                            transport,
-                            &[("OTEL_RESOURCE_DETECTORS_DISABLED", "all")],
-                        );
+                        let scoped = ours_with(collector, transport, extra);
                         total += started.elapsed();
                         drop(scoped);
                     }
                     total
                 })
-            },
-        );
+            });
+        }
         group.bench_function(
             BenchmarkId::new("hand_written_otlp", transport.name()),
             |b| {

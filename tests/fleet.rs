@@ -7,7 +7,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -339,24 +339,32 @@ fn ecs_task_metadata_gives_cloud_and_task_attributes() {
     );
 }
 
-#[test]
-fn a_metadata_endpoint_that_never_answers_costs_init_at_most_the_detection_budget() {
-    let endpoint = MetadataEndpoint::start(true);
-    let run = run_probe(
-        &[
-            ("OTEL_ENABLED", "true"),
-            ("OTEL_TRACES_EXPORTER", "none"),
-            ("OTEL_METRICS_EXPORTER", "none"),
-            ("OTEL_LOGS_EXPORTER", "none"),
-            ("ECS_CONTAINER_METADATA_URI_V4", &endpoint.uri()),
-            ("PROBE_TAG", "ecs-hang"),
-        ],
-        Duration::from_secs(30),
-    );
+/// A probe that only initialises (nothing exported, detectors on); returns the run and how
+/// long `init` took in microseconds.
+fn init_only(extra: &[(&str, &str)]) -> (ProbeRun, u64) {
+    let mut env = vec![
+        ("OTEL_ENABLED", "true"),
+        ("OTEL_TRACES_EXPORTER", "none"),
+        ("OTEL_METRICS_EXPORTER", "none"),
+        ("OTEL_LOGS_EXPORTER", "none"),
+    ];
+    env.extend_from_slice(extra);
+    let run = run_probe(&env, Duration::from_secs(30));
     run.assert_clean_exit();
     let init_us = run.line_with_message("probe-init")["init_us"]
         .as_u64()
         .expect("init_us");
+    (run, init_us)
+}
+
+#[test]
+fn a_metadata_endpoint_that_never_answers_costs_init_at_most_the_detection_budget() {
+    let endpoint = MetadataEndpoint::start(true);
+    let uri = endpoint.uri();
+    let (run, init_us) = init_only(&[
+        ("ECS_CONTAINER_METADATA_URI_V4", &uri),
+        ("PROBE_TAG", "ecs-hang"),
+    ]);
     // The budget is 250 ms; the margin covers thread start-up on a loaded CI machine.
     assert!(init_us < 600_000, "init took {init_us} us");
     assert!(
@@ -379,20 +387,7 @@ fn a_metadata_endpoint_that_never_answers_costs_init_at_most_the_detection_budge
         warnings[0]
     );
     // Without the variable there is nothing to wait for.
-    let quick = run_probe(
-        &[
-            ("OTEL_ENABLED", "true"),
-            ("OTEL_TRACES_EXPORTER", "none"),
-            ("OTEL_METRICS_EXPORTER", "none"),
-            ("OTEL_LOGS_EXPORTER", "none"),
-            ("PROBE_TAG", "no-ecs"),
-        ],
-        Duration::from_secs(30),
-    );
-    quick.assert_clean_exit();
-    let quick_us = quick.line_with_message("probe-init")["init_us"]
-        .as_u64()
-        .expect("init_us");
+    let (_, quick_us) = init_only(&[("PROBE_TAG", "no-ecs")]);
     assert!(quick_us < 100_000, "init without ECS took {quick_us} us");
 }
 
@@ -493,13 +488,6 @@ fn past_the_cardinality_limit_the_overflow_series_appears_and_one_warning_names_
     );
 }
 
-/// Keeps a TCP connection helper referenced so unused-import lints stay quiet on platforms
-/// where a test above is compiled out.
-#[allow(dead_code)]
-fn connect(port: u16) -> std::io::Result<TcpStream> {
-    TcpStream::connect(("127.0.0.1", port))
-}
-
 mod service_metrics {
     use super::*;
     use common::child::{Running, Signal, example_binary, http_get};
@@ -525,12 +513,7 @@ mod service_metrics {
                 ("OTEL_SERVICE_NAME", "fleet-service"),
             ],
         );
-        let listening = child.wait_for_message("listening", WAIT);
-        let port: u16 = listening["address"]
-            .as_str()
-            .and_then(|a| a.rsplit(':').next())
-            .and_then(|p| p.parse().ok())
-            .expect("port in the listening line");
+        let port = child.wait_for_listening_port(WAIT);
         assert_eq!(http_get(port, "/work?ms=5").0, 200);
         let expected: [(&str, &str, &str); 14] = [
             ("process.cpu.time", "s", "Sum"),

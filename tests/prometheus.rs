@@ -137,14 +137,6 @@ impl Drop for Prometheus {
     }
 }
 
-fn port_of(listening: &Value) -> u16 {
-    listening["address"]
-        .as_str()
-        .and_then(|a| a.rsplit(':').next())
-        .and_then(|p| p.parse().ok())
-        .expect("port in the listening line")
-}
-
 #[test]
 fn prometheus_scrapes_the_service_example_and_answers_rate_and_target_info() {
     let metrics_port = free_port();
@@ -172,7 +164,7 @@ fn prometheus_scrapes_the_service_example_and_answers_rate_and_target_info() {
         .as_str()
         .expect("instance id")
         .to_owned();
-    let port = port_of(&service.wait_for_message("listening", WAIT));
+    let port = service.wait_for_listening_port(WAIT);
 
     // The endpoint itself: the text format, GET /metrics only.
     assert_eq!(http_get(port, "/work?ms=1").0, 200);
@@ -259,8 +251,7 @@ fn a_port_in_use_gives_one_warning_and_the_service_still_starts() {
             ("OTEL_EXPORTER_PROMETHEUS_PORT", &port),
         ],
     );
-    let listening = service.wait_for_message("listening", WAIT);
-    let web = port_of(&listening);
+    let web = service.wait_for_listening_port(WAIT);
     assert_eq!(http_get(web, "/health").0, 200, "the service serves");
     let warnings: Vec<Value> = service
         .json()

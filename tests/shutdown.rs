@@ -265,12 +265,7 @@ fn start_service(env: &[(&str, &str)]) -> (Running, u16) {
     let mut vars = vec![("PORT", "0")];
     vars.extend_from_slice(env);
     let mut child = Running::spawn(std::process::Command::new(example_binary("service")), &vars);
-    let listening = child.wait_for_message("listening", READY);
-    let port = listening["address"]
-        .as_str()
-        .and_then(|a| a.rsplit(':').next())
-        .and_then(|p| p.parse().ok())
-        .expect("port in the listening line");
+    let port = child.wait_for_listening_port(READY);
     (child, port)
 }
 

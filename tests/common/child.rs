@@ -165,6 +165,16 @@ impl Running {
         }
     }
 
+    /// Waits for the examples' `listening` line and returns the port in its `address`.
+    pub fn wait_for_listening_port(&mut self, timeout: Duration) -> u16 {
+        let listening = self.wait_for_message("listening", timeout);
+        listening["address"]
+            .as_str()
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in the listening line {listening}"))
+    }
+
     pub fn wait_for_message(&mut self, prefix: &str, timeout: Duration) -> Value {
         self.wait_for(&format!("starting {prefix:?}"), timeout, |v| {
             v["message"].as_str().is_some_and(|m| m.starts_with(prefix))
