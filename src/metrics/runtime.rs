@@ -43,45 +43,128 @@ fn worker(index: usize) -> [KeyValue; 1] {
     [KeyValue::new("tokio.worker.index", index as i64)]
 }
 
-fn count(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
+/// One instrument's name, unit and description.
+type Describe = (&'static str, &'static str, &'static str);
+
+/// An up-down counter of how many of something the runtime has now.
+fn gauge(
+    meter: &Meter,
+    slot: &Arc<RuntimeSlot>,
+    (name, unit, description): Describe,
+    read: fn(&RuntimeMetrics) -> usize,
+) {
+    let slot = slot.clone();
+    meter
+        .i64_observable_up_down_counter(name)
+        .with_unit(unit)
+        .with_description(description)
+        .with_callback(move |o| {
+            if let Some(m) = slot.metrics() {
+                o.observe(i64::try_from(read(&m)).unwrap_or(i64::MAX), &[]);
+            }
+        })
+        .build();
+}
+
+/// An up-down counter per worker, by `tokio.worker.index`.
+#[cfg(tokio_unstable)]
+fn gauge_per_worker(
+    meter: &Meter,
+    slot: &Arc<RuntimeSlot>,
+    (name, unit, description): Describe,
+    read: fn(&RuntimeMetrics, usize) -> usize,
+) {
+    let slot = slot.clone();
+    meter
+        .i64_observable_up_down_counter(name)
+        .with_unit(unit)
+        .with_description(description)
+        .with_callback(move |o| {
+            if let Some(m) = slot.metrics() {
+                for i in 0..m.num_workers() {
+                    o.observe(i64::try_from(read(&m, i)).unwrap_or(i64::MAX), &worker(i));
+                }
+            }
+        })
+        .build();
+}
+
+/// A counter of events since the runtime started.
+#[cfg(all(tokio_unstable, target_has_atomic = "64"))]
+fn counter(
+    meter: &Meter,
+    slot: &Arc<RuntimeSlot>,
+    (name, unit, description): Describe,
+    read: fn(&RuntimeMetrics) -> u64,
+) {
+    let slot = slot.clone();
+    meter
+        .u64_observable_counter(name)
+        .with_unit(unit)
+        .with_description(description)
+        .with_callback(move |o| {
+            if let Some(m) = slot.metrics() {
+                o.observe(read(&m), &[]);
+            }
+        })
+        .build();
+}
+
+/// A counter per worker, by `tokio.worker.index`.
+#[cfg(target_has_atomic = "64")]
+fn counter_per_worker(
+    meter: &Meter,
+    slot: &Arc<RuntimeSlot>,
+    (name, unit, description): Describe,
+    read: fn(&RuntimeMetrics, usize) -> u64,
+) {
+    let slot = slot.clone();
+    meter
+        .u64_observable_counter(name)
+        .with_unit(unit)
+        .with_description(description)
+        .with_callback(move |o| {
+            if let Some(m) = slot.metrics() {
+                for i in 0..m.num_workers() {
+                    o.observe(read(&m, i), &worker(i));
+                }
+            }
+        })
+        .build();
 }
 
 /// Registers the runtime instruments on `meter`; each reports nothing until a runtime is known.
 pub(crate) fn register(meter: &Meter, slot: Arc<RuntimeSlot>) {
-    let s = slot.clone();
-    meter
-        .i64_observable_up_down_counter("tokio.worker.count")
-        .with_unit("{worker}")
-        .with_description("Worker threads of the runtime (1 for a current-thread runtime).")
-        .with_callback(move |o| {
-            if let Some(m) = s.metrics() {
-                o.observe(count(m.num_workers()), &[]);
-            }
-        })
-        .build();
-    let s = slot.clone();
-    meter
-        .i64_observable_up_down_counter("tokio.task.alive.count")
-        .with_unit("{task}")
-        .with_description("Tasks spawned on the runtime that have not finished yet.")
-        .with_callback(move |o| {
-            if let Some(m) = s.metrics() {
-                o.observe(count(m.num_alive_tasks()), &[]);
-            }
-        })
-        .build();
-    let s = slot.clone();
-    meter
-        .i64_observable_up_down_counter("tokio.global_queue.depth")
-        .with_unit("{task}")
-        .with_description("Tasks waiting in the runtime's global (injection) queue.")
-        .with_callback(move |o| {
-            if let Some(m) = s.metrics() {
-                o.observe(count(m.global_queue_depth()), &[]);
-            }
-        })
-        .build();
+    gauge(
+        meter,
+        &slot,
+        (
+            "tokio.worker.count",
+            "{worker}",
+            "Worker threads of the runtime (1 for a current-thread runtime).",
+        ),
+        RuntimeMetrics::num_workers,
+    );
+    gauge(
+        meter,
+        &slot,
+        (
+            "tokio.task.alive.count",
+            "{task}",
+            "Tasks spawned on the runtime that have not finished yet.",
+        ),
+        RuntimeMetrics::num_alive_tasks,
+    );
+    gauge(
+        meter,
+        &slot,
+        (
+            "tokio.global_queue.depth",
+            "{task}",
+            "Tasks waiting in the runtime's global (injection) queue.",
+        ),
+        RuntimeMetrics::global_queue_depth,
+    );
     #[cfg(target_has_atomic = "64")]
     {
         let s = slot.clone();
@@ -97,111 +180,91 @@ pub(crate) fn register(meter: &Meter, slot: Arc<RuntimeSlot>) {
                 }
             })
             .build();
-        let s = slot.clone();
-        meter
-            .u64_observable_counter("tokio.worker.parks")
-            .with_unit("{park}")
-            .with_description("Times each worker has parked (gone idle), by tokio.worker.index.")
-            .with_callback(move |o| {
-                if let Some(m) = s.metrics() {
-                    for i in 0..m.num_workers() {
-                        o.observe(m.worker_park_count(i), &worker(i));
-                    }
-                }
-            })
-            .build();
+        counter_per_worker(
+            meter,
+            &slot,
+            (
+                "tokio.worker.parks",
+                "{park}",
+                "Times each worker has parked (gone idle), by tokio.worker.index.",
+            ),
+            RuntimeMetrics::worker_park_count,
+        );
     }
     #[cfg(tokio_unstable)]
-    register_unstable(meter, slot);
-    #[cfg(not(tokio_unstable))]
-    let _ = slot;
-}
-
-#[cfg(tokio_unstable)]
-fn register_unstable(meter: &Meter, slot: Arc<RuntimeSlot>) {
-    let s = slot.clone();
-    meter
-        .i64_observable_up_down_counter("tokio.blocking_thread.count")
-        .with_unit("{thread}")
-        .with_description("Threads of the blocking pool (spawn_blocking).")
-        .with_callback(move |o| {
-            if let Some(m) = s.metrics() {
-                o.observe(count(m.num_blocking_threads()), &[]);
-            }
-        })
-        .build();
-    let s = slot.clone();
-    meter
-        .i64_observable_up_down_counter("tokio.blocking_queue.depth")
-        .with_unit("{task}")
-        .with_description("Tasks waiting for a blocking-pool thread.")
-        .with_callback(move |o| {
-            if let Some(m) = s.metrics() {
-                o.observe(count(m.blocking_queue_depth()), &[]);
-            }
-        })
-        .build();
-    let s = slot.clone();
-    meter
-        .i64_observable_up_down_counter("tokio.worker.local_queue.depth")
-        .with_unit("{task}")
-        .with_description("Tasks in each worker's local queue, by tokio.worker.index.")
-        .with_callback(move |o| {
-            if let Some(m) = s.metrics() {
-                for i in 0..m.num_workers() {
-                    o.observe(count(m.worker_local_queue_depth(i)), &worker(i));
-                }
-            }
-        })
-        .build();
-    #[cfg(target_has_atomic = "64")]
     {
-        let s = slot.clone();
-        meter
-            .u64_observable_counter("tokio.task.spawned")
-            .with_unit("{task}")
-            .with_description("Tasks spawned on the runtime since it started.")
-            .with_callback(move |o| {
-                if let Some(m) = s.metrics() {
-                    o.observe(m.spawned_tasks_count(), &[]);
-                }
-            })
-            .build();
-        let s = slot.clone();
-        meter
-            .u64_observable_counter("tokio.budget.forced_yields")
-            .with_unit("{yield}")
-            .with_description("Times a task was made to yield after using up its budget.")
-            .with_callback(move |o| {
-                if let Some(m) = s.metrics() {
-                    o.observe(m.budget_forced_yield_count(), &[]);
-                }
-            })
-            .build();
-        let s = slot.clone();
-        meter
-            .u64_observable_counter("tokio.worker.polls")
-            .with_unit("{poll}")
-            .with_description("Task polls by each worker, by tokio.worker.index.")
-            .with_callback(move |o| {
-                if let Some(m) = s.metrics() {
-                    for i in 0..m.num_workers() {
-                        o.observe(m.worker_poll_count(i), &worker(i));
-                    }
-                }
-            })
-            .build();
-        meter
-            .u64_observable_counter("tokio.worker.steals")
-            .with_unit("{task}")
-            .with_description("Tasks each worker stole from another, by tokio.worker.index.")
-            .with_callback(move |o| {
-                if let Some(m) = slot.metrics() {
-                    for i in 0..m.num_workers() {
-                        o.observe(m.worker_steal_count(i), &worker(i));
-                    }
-                }
-            })
-            .build();
+        gauge(
+            meter,
+            &slot,
+            (
+                "tokio.blocking_thread.count",
+                "{thread}",
+                "Threads of the blocking pool (spawn_blocking).",
+            ),
+            RuntimeMetrics::num_blocking_threads,
+        );
+        gauge(
+            meter,
+            &slot,
+            (
+                "tokio.blocking_queue.depth",
+                "{task}",
+                "Tasks waiting for a blocking-pool thread.",
+            ),
+            RuntimeMetrics::blocking_queue_depth,
+        );
+        gauge_per_worker(
+            meter,
+            &slot,
+            (
+                "tokio.worker.local_queue.depth",
+                "{task}",
+                "Tasks in each worker's local queue, by tokio.worker.index.",
+            ),
+            RuntimeMetrics::worker_local_queue_depth,
+        );
+    }
+    #[cfg(all(tokio_unstable, target_has_atomic = "64"))]
+    {
+        counter(
+            meter,
+            &slot,
+            (
+                "tokio.task.spawned",
+                "{task}",
+                "Tasks spawned on the runtime since it started.",
+            ),
+            RuntimeMetrics::spawned_tasks_count,
+        );
+        counter(
+            meter,
+            &slot,
+            (
+                "tokio.budget.forced_yields",
+                "{yield}",
+                "Times a task was made to yield after using up its budget.",
+            ),
+            RuntimeMetrics::budget_forced_yield_count,
+        );
+        counter_per_worker(
+            meter,
+            &slot,
+            (
+                "tokio.worker.polls",
+                "{poll}",
+                "Task polls by each worker, by tokio.worker.index.",
+            ),
+            RuntimeMetrics::worker_poll_count,
+        );
+        counter_per_worker(
+            meter,
+            &slot,
+            (
+                "tokio.worker.steals",
+                "{task}",
+                "Tasks each worker stole from another, by tokio.worker.index.",
+            ),
+            RuntimeMetrics::worker_steal_count,
+        );
     }
 }
