@@ -4,8 +4,7 @@
 //! resource, `otel_scope_*` labels) and the `prometheus` crate's text encoder.
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -23,7 +22,7 @@ const OVERFLOW_LABEL: &str = "otel_metric_overflow";
 #[derive(Debug)]
 pub(crate) struct PrometheusServer {
     addresses: Vec<SocketAddr>,
-    scrapes: Arc<AtomicU64>,
+    scrapes: Arc<Scrapes>,
     stop: CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -82,7 +81,7 @@ pub(crate) fn start(
         .enable_time()
         .build()
         .map_err(|e| format!("cannot start the Prometheus endpoint's runtime: {e}"))?;
-    let (scrapes, stop) = (Arc::new(AtomicU64::new(0)), CancellationToken::new());
+    let (scrapes, stop) = (Arc::new(Scrapes::default()), CancellationToken::new());
     let state = Arc::new(Scrape {
         registry,
         overflow,
@@ -124,7 +123,21 @@ pub(crate) fn start(
 struct Scrape {
     registry: prometheus::Registry,
     overflow: Arc<OverflowReporter>,
-    scrapes: Arc<AtomicU64>,
+    scrapes: Arc<Scrapes>,
+}
+
+/// How many scrapes were answered; shutdown waits on it for the final one.
+#[derive(Debug, Default)]
+struct Scrapes {
+    answered: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl Scrapes {
+    fn record(&self) {
+        *self.answered.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        self.changed.notify_all();
+    }
 }
 
 async fn accept(listener: tokio::net::TcpListener, state: Arc<Scrape>, stop: CancellationToken) {
@@ -193,7 +206,7 @@ fn respond<B>(state: &Scrape, request: &http::Request<B>) -> http::Response<Full
         *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
         return response;
     }
-    state.scrapes.fetch_add(1, Ordering::Relaxed);
+    state.scrapes.record();
     let mut response = http::Response::new(Full::new(Bytes::from(body)));
     if let Ok(value) = http::HeaderValue::from_str(prometheus::Encoder::format_type(&encoder)) {
         response
@@ -212,10 +225,24 @@ impl PrometheusServer {
     /// Returns once one more scrape has been answered or `window` has passed, so the last
     /// values reach Prometheus.
     pub(crate) fn wait_for_final_scrape(&self, window: Duration) {
-        let before = self.scrapes.load(Ordering::Relaxed);
         let deadline = Instant::now() + window;
-        while Instant::now() < deadline && self.scrapes.load(Ordering::Relaxed) == before {
-            std::thread::sleep(Duration::from_millis(10));
+        let mut answered = self
+            .scrapes
+            .answered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let before = *answered;
+        while *answered == before {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            answered = self
+                .scrapes
+                .changed
+                .wait_timeout(answered, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
     }
 
@@ -232,5 +259,91 @@ impl PrometheusServer {
 impl Drop for PrometheusServer {
     fn drop(&mut self) {
         self.stop.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    fn get(address: SocketAddr, request: &str) -> String {
+        let mut stream = std::net::TcpStream::connect(address).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        write!(stream, "{request}\r\nHost: x\r\nConnection: close\r\n\r\n").expect("write");
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        response
+    }
+
+    fn server() -> PrometheusServer {
+        let endpoint = PrometheusEndpoint {
+            host: "127.0.0.1".into(),
+            port: 0,
+        };
+        let overflow = Arc::new(OverflowReporter::new(Duration::from_secs(30), 10));
+        start(&endpoint, overflow).expect("endpoint").1
+    }
+
+    #[test]
+    fn only_get_metrics_is_served() {
+        let mut server = server();
+        let address = server.addresses()[0];
+        assert!(get(address, "GET /metrics HTTP/1.1").starts_with("HTTP/1.1 200"));
+        assert!(get(address, "GET / HTTP/1.1").starts_with("HTTP/1.1 404"));
+        let post = get(address, "POST /metrics HTTP/1.1");
+        assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+        assert!(post.to_ascii_lowercase().contains("allow: get"), "{post}");
+        server.stop();
+        assert!(
+            std::net::TcpStream::connect(address).is_err(),
+            "closed after stop"
+        );
+    }
+
+    #[test]
+    fn the_final_scrape_window_ends_at_the_next_scrape_or_at_its_bound() {
+        let mut server = server();
+        let address = server.addresses()[0];
+        let waited = Instant::now();
+        server.wait_for_final_scrape(Duration::from_millis(300));
+        let idle = waited.elapsed();
+        assert!(
+            idle >= Duration::from_millis(300) && idle < Duration::from_secs(3),
+            "{idle:?}"
+        );
+
+        let done = Arc::new(AtomicBool::new(false));
+        let scraper = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    get(address, "GET /metrics HTTP/1.1");
+                }
+            })
+        };
+        let waited = Instant::now();
+        server.wait_for_final_scrape(Duration::from_secs(20));
+        let scraped = waited.elapsed();
+        done.store(true, Ordering::Relaxed);
+        scraper.join().expect("scraper");
+        assert!(scraped < Duration::from_secs(5), "{scraped:?}");
+        server.stop();
+    }
+
+    #[test]
+    fn a_port_in_use_is_an_error_not_a_panic() {
+        let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let endpoint = PrometheusEndpoint {
+            host: "127.0.0.1".into(),
+            port: taken.local_addr().expect("address").port(),
+        };
+        let overflow = Arc::new(OverflowReporter::new(Duration::from_secs(30), 10));
+        let error = start(&endpoint, overflow).err().expect("in use");
+        assert!(error.contains("cannot listen"), "{error}");
     }
 }
