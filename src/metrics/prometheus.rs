@@ -343,7 +343,7 @@ mod tests {
             port: taken.local_addr().expect("address").port(),
         };
         let overflow = Arc::new(OverflowReporter::new(Duration::from_secs(30), 10));
-        let error = start(&endpoint, overflow).err().expect("in use");
+        let error = start(&endpoint, overflow).expect_err("in use");
         assert!(error.contains("cannot listen"), "{error}");
     }
 }
