@@ -77,8 +77,9 @@ impl ClientCall {
         }
     }
 
-    /// Records the outcome: a status code, or the transport error.
-    pub(crate) fn finish(self, outcome: Result<u16, String>) {
+    /// Records the outcome: a status code, or the transport error (its `error.type` and its
+    /// text, which is recorded with every URL in it redacted).
+    pub(crate) fn finish(self, outcome: Result<u16, (&'static str, String)>) {
         let mut attributes = vec![
             KeyValue::new("http.request.method", self.method),
             KeyValue::new("server.address", self.address.clone()),
@@ -102,11 +103,13 @@ impl ClientCall {
                     attributes.push(KeyValue::new("error.type", status.to_string()));
                 }
             }
-            Err(error) => {
-                self.span.record("error.type", "_OTHER");
+            Err((error_type, text)) => {
+                self.span.record("error.type", error_type);
                 self.span
-                    .set_status(opentelemetry::trace::Status::error(error));
-                attributes.push(KeyValue::new("error.type", "_OTHER"));
+                    .set_status(opentelemetry::trace::Status::error(semconv::redact_urls(
+                        &text,
+                    )));
+                attributes.push(KeyValue::new("error.type", error_type));
             }
         }
         semconv::instruments()
@@ -201,7 +204,10 @@ where
             if let Some(call) = this.call.take() {
                 call.finish(match result {
                     Ok(response) => Ok(response.status().as_u16()),
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => {
+                        let text = e.to_string();
+                        Err((semconv::error_type_from_text(&text), text))
+                    }
                 });
             }
         }

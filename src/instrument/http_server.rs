@@ -232,12 +232,13 @@ where
                 Ok(response.map(|body| InstrumentedBody::new(body, Box::new(exchange))))
             }
             Err(e) => {
-                exchange.error = Some(e.to_string());
+                let text = super::semconv::redact_urls(&e.to_string());
+                exchange.error = Some(text.clone());
                 exchange.span.record("error.type", "_OTHER");
                 exchange.span.record("otel.status_code", "ERROR");
                 exchange
                     .span
-                    .set_status(opentelemetry::trace::Status::error(e.to_string()));
+                    .set_status(opentelemetry::trace::Status::error(text));
                 exchange.finish(false);
                 Err(e)
             }

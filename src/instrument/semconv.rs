@@ -157,3 +157,144 @@ mod tests {
         assert_eq!(method_for_name(&odd), "HTTP");
     }
 }
+
+/// `text` with every URL in it cut to scheme, host, port and path: error messages of HTTP
+/// stacks quote the whole URL (reqwest: `error sending request for url (https://...)`), and a
+/// query string or user info there carries tokens. Used for every span status description and
+/// error text the layers record.
+pub(crate) fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        // The scheme: the letters, digits, `+`, `-`, `.` right before `://`.
+        let scheme_start = rest[..at]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |i| i + 1);
+        let end = rest[at + 3..]
+            .find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | '<' | '>' | '`'))
+            .map_or(rest.len(), |i| at + 3 + i);
+        out.push_str(&rest[..scheme_start]);
+        let url = &rest[scheme_start..end];
+        out.push_str(&redact_url_text(url));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// One URL's text without user info, query or fragment (`?REDACTED` marks a dropped query).
+fn redact_url_text(url: &str) -> String {
+    let Some((scheme, after)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (before_query, had_query) = match after.find(['?', '#']) {
+        Some(i) => (&after[..i], after[i..].starts_with('?')),
+        None => (after, false),
+    };
+    let (authority, path) = match before_query.find('/') {
+        Some(i) => before_query.split_at(i),
+        None => (before_query, ""),
+    };
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let query = if had_query { "?REDACTED" } else { "" };
+    format!("{scheme}://{host}{path}{query}")
+}
+
+/// A low-cardinality `error.type` for a transport error, from the I/O error at the bottom of
+/// its source chain where there is one, else from words its message uses; `_OTHER` when
+/// neither says.
+#[cfg_attr(not(feature = "reqwest"), allow(dead_code))]
+pub(crate) fn transport_error_type(error: &(dyn std::error::Error + 'static)) -> &'static str {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if let Some(kind) = io_error_type(io.kind()) {
+                return kind;
+            }
+        }
+        current = e.source();
+    }
+    let mut text = String::new();
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        text.push_str(&e.to_string().to_ascii_lowercase());
+        text.push(' ');
+        current = e.source();
+    }
+    error_type_from_text(&text)
+}
+
+#[cfg_attr(not(feature = "reqwest"), allow(dead_code))]
+fn io_error_type(kind: std::io::ErrorKind) -> Option<&'static str> {
+    use std::io::ErrorKind as K;
+    Some(match kind {
+        K::ConnectionRefused => "connection_refused",
+        K::ConnectionReset => "connection_reset",
+        K::ConnectionAborted => "connection_aborted",
+        K::TimedOut => "timeout",
+        K::NotConnected => "not_connected",
+        K::AddrNotAvailable => "address_not_available",
+        K::BrokenPipe => "broken_pipe",
+        K::UnexpectedEof => "unexpected_eof",
+        _ => return None,
+    })
+}
+
+/// `error.type` from an error's message, for errors known only by their text.
+pub(crate) fn error_type_from_text(text: &str) -> &'static str {
+    let text = text.to_ascii_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| text.contains(w));
+    if has(&["timed out", "timeout", "deadline"]) {
+        "timeout"
+    } else if has(&["connection refused"]) {
+        "connection_refused"
+    } else if has(&["connection reset"]) {
+        "connection_reset"
+    } else if has(&["dns", "failed to lookup", "name resolution", "no such host"]) {
+        "name_resolution_error"
+    } else if has(&["certificate", "tls", "handshake"]) {
+        "tls_error"
+    } else if has(&["connection closed", "incomplete message", "unexpected eof"]) {
+        "connection_closed"
+    } else {
+        "_OTHER"
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn urls_in_error_texts_lose_query_user_info_and_fragment() {
+        let cases = [
+            (
+                "error sending request for url (http://127.0.0.1:9/orders?token=SECRET&x=1)",
+                "error sending request for url (http://127.0.0.1:9/orders?REDACTED)",
+            ),
+            (
+                "https://user:pa55@api.example.com/v1/x#frag and then http://h/",
+                "https://api.example.com/v1/x and then http://h/",
+            ),
+            ("no url here", "no url here"),
+            ("ws://h:1?sig=abc", "ws://h:1?REDACTED"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(redact_urls(input), expected, "{input}");
+        }
+    }
+
+    #[test]
+    fn transport_errors_are_named_by_their_cause() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(transport_error_type(&refused), "connection_refused");
+        assert_eq!(error_type_from_text("operation timed out"), "timeout");
+        assert_eq!(
+            error_type_from_text("dns error: failed to lookup address"),
+            "name_resolution_error"
+        );
+        assert_eq!(error_type_from_text("something odd"), "_OTHER");
+    }
+}
