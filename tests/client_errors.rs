@@ -4,7 +4,7 @@
 #![cfg(all(feature = "reqwest", feature = "tower"))]
 
 use std::net::TcpListener;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use opentelemetry::trace::{Status, TracerProvider as _};
@@ -34,7 +34,7 @@ fn exporter() -> &'static InMemorySpanExporter {
 }
 
 /// The tests share the exporter: one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn client_span(spans: &[SpanData]) -> &SpanData {
     spans
@@ -84,7 +84,7 @@ async fn reqwest_call(url: &str, timeout: Duration) -> SpanData {
 
 #[tokio::test]
 async fn a_refused_connection_names_its_cause_without_the_token() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     // Bound then dropped: nothing listens there any more.
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -106,7 +106,7 @@ async fn a_refused_connection_names_its_cause_without_the_token() {
 
 #[tokio::test]
 async fn a_timeout_is_a_timeout_without_the_token() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("address").port();
     // Accepts and never answers.
@@ -124,7 +124,7 @@ async fn a_timeout_is_a_timeout_without_the_token() {
 
 #[tokio::test]
 async fn the_tower_layer_redacts_urls_quoted_in_any_error_text() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let exporter = exporter();
     exporter.reset();
     let failing = tower::service_fn(|_request: http::Request<()>| async move {
