@@ -23,9 +23,11 @@ use opentelemetry::Context;
 use opentelemetry::propagation::{
     Extractor, Injector, TextMapCompositePropagator, TextMapPropagator,
 };
-use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+use opentelemetry_sdk::propagation::BaggagePropagator;
 
 use crate::config::Propagator;
+
+mod tracecontext;
 
 /// Installs the propagators as the global one (the SDK's default global is a no-op).
 pub(crate) fn install(propagators: &[Propagator]) {
@@ -37,7 +39,7 @@ fn build(propagators: &[Propagator]) -> TextMapCompositePropagator {
         .iter()
         .map(|p| -> Box<dyn TextMapPropagator + Send + Sync> {
             match p {
-                Propagator::TraceContext => Box::new(TraceContextPropagator::new()),
+                Propagator::TraceContext => Box::new(tracecontext::W3cTraceContext),
                 Propagator::Baggage => Box::new(BaggagePropagator::new()),
             }
         })
@@ -52,6 +54,18 @@ pub struct HeaderExtractor<'a>(pub &'a HeaderMap);
 impl Extractor for HeaderExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    /// Every line of `key`: `tracestate` lines are one list, and two `traceparent` lines make
+    /// both invalid.
+    fn get_all(&self, key: &str) -> Option<Vec<&str>> {
+        let all: Vec<&str> = self
+            .0
+            .get_all(key)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        (!all.is_empty()).then_some(all)
     }
 
     fn keys(&self) -> Vec<&str> {
@@ -103,6 +117,16 @@ mod metadata {
     impl Extractor for MetadataExtractor<'_> {
         fn get(&self, key: &str) -> Option<&str> {
             self.0.get(key).and_then(|v| v.to_str().ok())
+        }
+
+        fn get_all(&self, key: &str) -> Option<Vec<&str>> {
+            let all: Vec<&str> = self
+                .0
+                .get_all(key)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            (!all.is_empty()).then_some(all)
         }
 
         fn keys(&self) -> Vec<&str> {
