@@ -57,7 +57,7 @@ async fn main() {
         url,
         grpc: HealthClient::new(
             ServiceBuilder::new()
-                .layer(GrpcClientLayer::new())
+                .layer(GrpcClientLayer::for_target(&grpc_url))
                 .service(channel),
         ),
     };

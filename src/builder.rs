@@ -304,6 +304,8 @@ impl TelemetryBuilder {
         // Route `log` records into the same pipeline; an existing `log` logger is kept.
         let log_bridge = tracing_log::LogTracer::init().is_ok();
         crate::propagation::install(&parts.config.propagators);
+        #[cfg(feature = "tower")]
+        crate::instrument::set_rpc_conventions(parts.config.rpc_conventions);
         opentelemetry::global::set_tracer_provider(parts.pipelines.tracer_provider.clone());
         if let Some(meter_provider) = &parts.pipelines.meter_provider {
             opentelemetry::global::set_meter_provider(meter_provider.clone());

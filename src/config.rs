@@ -72,6 +72,23 @@ pub struct Config {
     pub resource_detectors: Vec<ResourceDetector>,
     /// Temporality, histograms, cardinality, built-in metrics and the Prometheus endpoint.
     pub metric_settings: MetricSettings,
+    /// Which RPC conventions the gRPC layers emit (`OTEL_SEMCONV_STABILITY_OPT_IN`).
+    pub rpc_conventions: RpcConventions,
+}
+
+/// The RPC semantic conventions the gRPC layers emit, chosen with `OTEL_SEMCONV_STABILITY_OPT_IN`
+/// as the conventions' migration guide describes (`rpc`: the stable ones; `rpc/dup`: both).
+/// Unlike that guide's default for instrumentations already shipping the old names, this
+/// 0.x crate emits the v1.44.0 names unless told otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RpcConventions {
+    /// v1.44.0: `rpc.system.name`, fully qualified `rpc.method`, `rpc.response.status_code`.
+    #[default]
+    Stable,
+    /// The stable attributes plus the experimental ones backends may still query
+    /// (`rpc.system`, `rpc.service`, `rpc.grpc.status_code`, `rpc.message` events).
+    Duplicate,
 }
 
 /// A resource detector run at `init` (see the README's "Who is speaking").

@@ -16,7 +16,7 @@ pub mod shutdown;
 mod telemetry;
 
 pub use builder::{ScopedTelemetry, TelemetryBuilder};
-pub use config::{Config, ConfigWarning, ResourceDetector, ShutdownConfig, Signal};
+pub use config::{Config, ConfigWarning, ResourceDetector, RpcConventions, ShutdownConfig, Signal};
 pub use error::{FlushError, InitError};
 pub use export::{DEFAULT_EXPORT_REPORT_INTERVAL, ExportStats, SignalStats};
 pub use logs::{

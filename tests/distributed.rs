@@ -175,15 +175,30 @@ fn one_request_is_one_trace_across_http_and_grpc() {
     assert_kind(grpc_server, "server");
     assert_eq!(grpc_server["trace_id"], trace_id.as_str());
     assert_eq!(grpc_server["parent_span_id"], grpc_client["span_id"]);
+    // semconv v1.44.0 docs/rpc/grpc.md: the stable names, and none of the deprecated ones.
     for s in [grpc_client, grpc_server] {
         let attrs = &s["attributes"];
-        assert_eq!(attrs["rpc.system"], "grpc", "{s}");
-        assert_eq!(attrs["rpc.service"], "grpc.health.v1.Health", "{s}");
-        assert_eq!(attrs["rpc.method"], "Check", "{s}");
-        assert_eq!(attrs["rpc.grpc.status_code"], 0, "{s}");
-        assert_eq!(attrs["rpc.messages.sent"], 1, "{s}");
-        assert_eq!(attrs["rpc.messages.received"], 1, "{s}");
+        assert_eq!(attrs["rpc.system.name"], "grpc", "{s}");
+        assert_eq!(attrs["rpc.method"], name, "{s}");
+        assert_eq!(attrs["rpc.response.status_code"], "OK", "{s}");
+        assert!(attrs["error.type"].is_null(), "{s}");
+        assert_eq!(attrs["service_telemetry.rpc.messages.sent"], 1, "{s}");
+        assert_eq!(attrs["service_telemetry.rpc.messages.received"], 1, "{s}");
+        for old in [
+            "rpc.system",
+            "rpc.service",
+            "rpc.grpc.status_code",
+            "rpc.messages.sent",
+        ] {
+            assert!(attrs[old].is_null(), "{old} in {s}");
+        }
     }
+    let client_attrs = &grpc_client["attributes"];
+    assert_eq!(client_attrs["server.address"], "127.0.0.1", "{grpc_client}");
+    assert_eq!(
+        client_attrs["server.port"], backend.grpc_port as i64,
+        "{grpc_client}"
+    );
 
     // The per-request log line carries the request's trace id, in the JSON and at the collector.
     let line = backend

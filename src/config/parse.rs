@@ -8,8 +8,8 @@ use super::{
     Batching, Compression, Config, ConfigWarning, DEFAULT_CARDINALITY_LIMIT,
     DEFAULT_EXPORT_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_VALUE_LENGTH_LIMIT, Defaults,
     Headers, HistogramAggregation, MAX_CARDINALITY_LIMIT, MAX_QUEUE_SIZE, MAX_SHUTDOWN,
-    MetricSettings, NO_LIMIT, PrometheusEndpoint, Propagator, Protocol, ResourceDetector, Sampler,
-    ShutdownConfig, Signal, SignalConfig, Temporality, TlsFiles,
+    MetricSettings, NO_LIMIT, PrometheusEndpoint, Propagator, Protocol, ResourceDetector,
+    RpcConventions, Sampler, ShutdownConfig, Signal, SignalConfig, Temporality, TlsFiles,
 };
 
 /// Longest value quoted back in a warning; the rest is elided so a huge variable cannot flood
@@ -135,6 +135,22 @@ pub(super) fn resolve(env: &mut Env<'_>, defaults: &Defaults) -> Config {
         shutdown: resolve_shutdown(env, defaults),
         resource_detectors: resolve_detectors(env, defaults),
         metric_settings: resolve_metric_settings(env, defaults),
+        rpc_conventions: resolve_rpc_conventions(env),
+    }
+}
+
+/// `OTEL_SEMCONV_STABILITY_OPT_IN` is shared by every instrumentation of the process, so
+/// values for other domains (`http`, `database/dup`, ...) are not ours to reject; `rpc/dup`
+/// wins over `rpc`, as the conventions say.
+fn resolve_rpc_conventions(env: &mut Env<'_>) -> RpcConventions {
+    let raw = env.get("OTEL_SEMCONV_STABILITY_OPT_IN").unwrap_or_default();
+    if raw
+        .split(',')
+        .any(|v| v.trim().eq_ignore_ascii_case("rpc/dup"))
+    {
+        RpcConventions::Duplicate
+    } else {
+        RpcConventions::Stable
     }
 }
 

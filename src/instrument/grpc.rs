@@ -1,12 +1,14 @@
-//! gRPC over HTTP/2 (tonic): one span per call, stream or not, with the RPC conventions.
+//! gRPC over HTTP/2 (tonic): one span per call, stream or not, with the RPC conventions of
+//! semconv v1.44.0 (`docs/rpc/grpc.md`, `docs/rpc/rpc-spans.md`, `docs/rpc/rpc-metrics.md`).
 //!
-//! A streaming call is one span from the request to the end of the response stream. Each
-//! message is a span event (`rpc.message`, with `rpc.message.type` `SENT`/`RECEIVED`,
-//! `rpc.message.id` and `rpc.message.compressed_size`) rather than a child span: a stream can
-//! carry millions of messages, and events cost no span each. Only the first
-//! [`MAX_MESSAGE_EVENTS`] messages of each direction become events, so a long-lived stream
-//! cannot grow the span without bound; the totals are recorded as `rpc.messages.sent` and
-//! `rpc.messages.received` when the call ends.
+//! A streaming call is one span from the request to the end of the response stream ("the span
+//! covers the full lifetime of the request and/or response streams"). The messages are counted
+//! from the gRPC length prefixes and recorded when the call ends as
+//! `service_telemetry.rpc.messages.sent` / `.received` (the conventions define no such
+//! attribute, so the names are in the crate's namespace). The `rpc.message` events are
+//! deprecated in v1.44.0 with no replacement; they are emitted only with
+//! `OTEL_SEMCONV_STABILITY_OPT_IN=rpc/dup`, for the first [`MAX_MESSAGE_EVENTS`] messages of
+//! each direction.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -27,7 +29,7 @@ use super::TARGET;
 use super::body::{InstrumentedBody, Observer, Unobserved};
 use super::semconv;
 
-/// Messages per direction recorded as span events.
+/// Messages per direction recorded as `rpc.message` span events (with `rpc/dup` only).
 pub const MAX_MESSAGE_EVENTS: u64 = 64;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -36,14 +38,17 @@ enum Side {
     Client,
 }
 
-/// `/package.Service/Method` -> (`package.Service`, `Method`).
-fn split_path(path: &str) -> (String, String) {
+/// `/package.Service/Method` -> (`package.Service`, `Method`); `None` for a path that names no
+/// method.
+fn split_path(path: &str) -> Option<(String, String)> {
     let trimmed = path.trim_start_matches('/');
     match trimmed.split_once('/') {
-        Some((service, method)) if !service.is_empty() && !method.is_empty() => {
-            (service.to_owned(), method.to_owned())
+        Some((service, method))
+            if !service.is_empty() && !method.is_empty() && !method.contains('/') =>
+        {
+            Some((service.to_owned(), method.to_owned()))
         }
-        _ => ("unknown".to_owned(), trimmed.to_owned()),
+        _ => None,
     }
 }
 
@@ -103,8 +108,12 @@ struct Call {
     span: Span,
     side: Side,
     started: Instant,
-    service: String,
-    method: String,
+    /// `package.Service/Method` as requested, or the raw path when it names no method.
+    requested: String,
+    /// (`package.Service`, `Method`), when the path names a method.
+    parts: Option<(String, String)>,
+    /// Whether the experimental attributes are emitted too (`rpc/dup`).
+    duplicate: bool,
     address: String,
     port: Option<u16>,
     status: Option<i64>,
@@ -136,7 +145,7 @@ impl Call {
             self.received += 1;
             self.received
         };
-        if id <= MAX_MESSAGE_EVENTS {
+        if self.duplicate && id <= MAX_MESSAGE_EVENTS {
             self.span.add_event(
                 "rpc.message",
                 vec![
@@ -160,33 +169,71 @@ impl Call {
         let code = self
             .status
             .unwrap_or(if complete && error.is_none() { 2 } else { 1 });
-        self.span.record("rpc.grpc.status_code", code);
+        let status = semconv::grpc_status_name(code);
+        // "rpc.method ... MUST be set to `_OTHER`" when the framework does not know the method:
+        // a server answering UNIMPLEMENTED, or a path that names none (rpc-spans.md).
+        let recognized = self.parts.is_some() && !(self.side == Side::Server && code == 12);
+        let method = if recognized {
+            self.requested.as_str()
+        } else {
+            "_OTHER"
+        };
+        self.span.record("rpc.method", method);
+        if !recognized {
+            self.span
+                .record("rpc.method_original", self.requested.as_str());
+            // "{rpc.method} if it is available and not set to _OTHER", else the system.
+            self.span.context().span().update_name("grpc");
+        }
+        self.span.record("rpc.response.status_code", status);
         self.span
-            .set_attribute("rpc.messages.sent", self.sent as i64);
-        self.span
-            .set_attribute("rpc.messages.received", self.received as i64);
+            .set_attribute("service_telemetry.rpc.messages.sent", self.sent as i64);
+        self.span.set_attribute(
+            "service_telemetry.rpc.messages.received",
+            self.received as i64,
+        );
+        if self.duplicate {
+            self.span.record("rpc.grpc.status_code", code);
+        }
         let failed = match self.side {
+            // grpc.md "gRPC Status": only these codes make a server span an error.
             Side::Server => is_server_error(code),
-            // A client that drops its own stream cancelled it on purpose.
+            // "All status codes except OK SHOULD be considered errors"; a client that drops
+            // its own stream cancelled it on purpose.
             Side::Client => code != 0 && !cancelled_here,
         };
         if failed {
-            self.span.record("error.type", code.to_string());
+            self.span.record("error.type", status);
             self.span.record("otel.status_code", "ERROR");
             if let Some(error) = &error {
-                self.span.record("otel.status_description", error.as_str());
+                self.span.record(
+                    "otel.status_description",
+                    semconv::redact_urls(error).as_str(),
+                );
             }
         }
         let elapsed = self.started.elapsed();
+        // rpc-metrics.md: server.address and server.port are opt-in on the server.
         let mut attributes = vec![
-            KeyValue::new("rpc.system", "grpc"),
-            KeyValue::new("rpc.service", self.service.clone()),
-            KeyValue::new("rpc.method", self.method.clone()),
-            KeyValue::new("rpc.grpc.status_code", code),
-            KeyValue::new("server.address", self.address.clone()),
+            KeyValue::new("rpc.system.name", "grpc"),
+            KeyValue::new("rpc.method", method.to_owned()),
+            KeyValue::new("rpc.response.status_code", status),
         ];
-        if let Some(port) = self.port {
-            attributes.push(KeyValue::new("server.port", i64::from(port)));
+        if failed {
+            attributes.push(KeyValue::new("error.type", status));
+        }
+        if self.side == Side::Client && !self.address.is_empty() {
+            attributes.push(KeyValue::new("server.address", self.address.clone()));
+            if let Some(port) = self.port {
+                attributes.push(KeyValue::new("server.port", i64::from(port)));
+            }
+        }
+        if self.duplicate {
+            attributes.push(KeyValue::new("rpc.system", "grpc"));
+            attributes.push(KeyValue::new("rpc.grpc.status_code", code));
+            if let Some((service, _)) = &self.parts {
+                attributes.push(KeyValue::new("rpc.service", service.clone()));
+            }
         }
         let instruments = semconv::instruments();
         let histogram = match self.side {
@@ -200,12 +247,10 @@ impl Call {
                 target: TARGET,
                 parent: &self.span,
                 duration_ms,
-                rpc.service = %self.service,
-                rpc.method = %self.method,
-                rpc.grpc.status_code = code,
-                "{}/{} grpc-status {code} {duration_ms:.1} ms",
-                self.service,
-                self.method
+                rpc.method = %method,
+                rpc.response.status_code = status,
+                "{} {status} {duration_ms:.1} ms",
+                self.requested
             );
         }
         self.span = Span::none();
@@ -241,29 +286,57 @@ impl Observer for Direction {
     }
 }
 
-fn start_call<B>(request: &Request<B>, side: Side) -> Shared {
-    let (service, method) = split_path(request.uri().path());
-    let (address, port) = semconv::server_address(request);
-    let name = format!("{service}/{method}");
+fn start_call<B>(request: &Request<B>, side: Side, target: Option<&ServerTarget>) -> Shared {
+    let path = request.uri().path();
+    let parts = split_path(path);
+    let requested = match &parts {
+        Some((service, method)) => format!("{service}/{method}"),
+        None => path.to_owned(),
+    };
+    let (address, port) = match target {
+        Some(t) => (t.address.clone(), t.port),
+        None => semconv::server_address(request),
+    };
     let kind = match side {
         Side::Server => "server",
         Side::Client => "client",
     };
+    let name = if parts.is_some() {
+        requested.as_str()
+    } else {
+        "grpc"
+    };
     let span = tracing::info_span!(
         target: TARGET,
         "gRPC call",
-        otel.name = %name,
+        otel.name = name,
         otel.kind = kind,
-        rpc.system = "grpc",
-        rpc.service = %service,
-        rpc.method = %method,
-        server.address = address.as_str(),
-        server.port = port.map(i64::from),
-        rpc.grpc.status_code = Empty,
+        rpc.system.name = "grpc",
+        rpc.method = Empty,
+        rpc.method_original = Empty,
+        server.address = Empty,
+        server.port = Empty,
+        rpc.response.status_code = Empty,
         error.type = Empty,
         otel.status_code = Empty,
         otel.status_description = Empty,
+        rpc.system = Empty,
+        rpc.service = Empty,
+        rpc.grpc.status_code = Empty,
     );
+    if !address.is_empty() {
+        span.record("server.address", address.as_str());
+        if let Some(port) = port {
+            span.record("server.port", i64::from(port));
+        }
+    }
+    let duplicate = semconv::rpc_duplicate();
+    if duplicate {
+        span.record("rpc.system", "grpc");
+        if let Some((service, _)) = &parts {
+            span.record("rpc.service", service.as_str());
+        }
+    }
     if side == Side::Server {
         let parent = crate::propagation::extract_headers(request.headers());
         if parent.span().span_context().is_valid() {
@@ -274,8 +347,9 @@ fn start_call<B>(request: &Request<B>, side: Side) -> Shared {
         span,
         side,
         started: Instant::now(),
-        service,
-        method,
+        requested,
+        parts,
+        duplicate,
         address,
         port,
         status: None,
@@ -283,6 +357,59 @@ fn start_call<B>(request: &Request<B>, side: Side) -> Shared {
         received: 0,
         finished: false,
     }))
+}
+
+/// `server.address` / `server.port` of a client channel, from its target string as grpc.md
+/// ("Attributes", `server.address` note) reads one: `host:port`, `http://host:port`,
+/// `dns://resolver/host:port`, `unix:///path` (the path, no port); any other scheme
+/// (`zk://...`, `ipv4:a:p,b:p`) is recorded whole.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ServerTarget {
+    address: String,
+    port: Option<u16>,
+}
+
+impl ServerTarget {
+    fn parse(target: &str) -> ServerTarget {
+        let target = target.trim();
+        if let Some(path) = target
+            .strip_prefix("unix://")
+            .or_else(|| target.strip_prefix("unix:"))
+        {
+            return ServerTarget {
+                address: path.to_owned(),
+                port: None,
+            };
+        }
+        let (scheme, rest) = match target.split_once("://") {
+            Some((scheme, rest)) => (Some(scheme), rest),
+            None => (None, target),
+        };
+        let authority = match scheme {
+            None | Some("http") | Some("https") => rest.split('/').next().unwrap_or(rest),
+            // dns://[resolver]/host:port
+            Some("dns") => rest.rsplit('/').next().unwrap_or(rest),
+            Some(_) => {
+                return ServerTarget {
+                    address: target.to_owned(),
+                    port: None,
+                };
+            }
+        };
+        if authority.contains(',') {
+            return ServerTarget {
+                address: target.to_owned(),
+                port: None,
+            };
+        }
+        let (address, port) = semconv::split_authority(authority);
+        let port = port.or(match scheme {
+            Some("https") => Some(443),
+            Some("http") => Some(80),
+            _ => None,
+        });
+        ServerTarget { address, port }
+    }
 }
 
 fn observe<B: Body>(body: B, call: &Shared, sent: bool, ends_call: bool) -> InstrumentedBody<B> {
@@ -298,8 +425,9 @@ fn observe<B: Body>(body: B, call: &Shared, sent: bool, ends_call: bool) -> Inst
 }
 
 /// For tonic servers: `Server::builder().layer(GrpcServerLayer::new())`. One `SERVER` span
-/// per call named `{rpc.service}/{rpc.method}`, continuing the caller's trace, with
-/// `rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code`, message events, the
+/// per call named `{rpc.method}` (`package.Service/Method`), continuing the caller's trace,
+/// with `rpc.system.name`, `rpc.method` (`_OTHER` and `rpc.method_original` for a method the
+/// server does not implement), `rpc.response.status_code`, `error.type`, the
 /// `rpc.server.call.duration` histogram and one log line per call.
 #[derive(Clone, Debug, Default)]
 pub struct GrpcServerLayer {
@@ -322,17 +450,31 @@ impl<S> Layer<S> for GrpcServerLayer {
 }
 
 /// For tonic clients: wrap the channel,
-/// `FooClient::new(ServiceBuilder::new().layer(GrpcClientLayer::new()).service(channel))`.
+/// `FooClient::new(ServiceBuilder::new().layer(GrpcClientLayer::for_target("backend:50051")).service(channel))`.
 /// One `CLIENT` span per call with the trace context injected into the metadata.
+///
+/// The conventions require `server.address` on client spans, taken from the channel's target,
+/// which a tonic `Channel` does not expose to the layers above it: give it with
+/// [`for_target`](Self::for_target) (what [`new`](Self::new) finds in the request is used
+/// otherwise, usually nothing).
 #[derive(Clone, Debug, Default)]
 pub struct GrpcClientLayer {
-    _private: (),
+    target: Option<ServerTarget>,
 }
 
 impl GrpcClientLayer {
-    /// The layer.
+    /// The layer, with `server.address` from the request when it carries one.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The layer for a channel to `target`, as given to `Channel::from_static` or a gRPC
+    /// target string: `http://backend:50051`, `backend:50051`, `dns:///backend:50051`,
+    /// `unix:///run/app.sock`.
+    pub fn for_target(target: &str) -> Self {
+        GrpcClientLayer {
+            target: Some(ServerTarget::parse(target)),
+        }
     }
 }
 
@@ -340,7 +482,10 @@ impl<S> Layer<S> for GrpcClientLayer {
     type Service = GrpcClient<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        GrpcClient { inner }
+        GrpcClient {
+            inner,
+            target: self.target.clone(),
+        }
     }
 }
 
@@ -354,6 +499,7 @@ pub struct GrpcServer<S> {
 #[derive(Clone, Debug)]
 pub struct GrpcClient<S> {
     inner: S,
+    target: Option<ServerTarget>,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for GrpcServer<S>
@@ -372,7 +518,7 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let call = start_call(&request, Side::Server);
+        let call = start_call(&request, Side::Server, None);
         let request = request.map(|body| observe(body, &call, false, false));
         let span = lock(&call).span.clone();
         let inner = span.in_scope(|| self.inner.call(request));
@@ -401,7 +547,7 @@ where
     }
 
     fn call(&mut self, request: Request<tonic::body::Body>) -> Self::Future {
-        let call = start_call(&request, Side::Client);
+        let call = start_call(&request, Side::Client, self.target.as_ref());
         let span = lock(&call).span.clone();
         let (mut parts, body) = request.into_parts();
         crate::propagation::inject_context(&span.context(), &mut parts.headers);
@@ -493,10 +639,54 @@ mod tests {
     fn paths() {
         assert_eq!(
             split_path("/grpc.health.v1.Health/Check"),
-            ("grpc.health.v1.Health".into(), "Check".into())
+            Some(("grpc.health.v1.Health".into(), "Check".into()))
         );
-        assert_eq!(split_path("/odd"), ("unknown".into(), "odd".into()));
-        assert_eq!(split_path(""), ("unknown".into(), "".into()));
+        assert_eq!(split_path("/odd"), None);
+        assert_eq!(split_path("/a/b/c"), None);
+        assert_eq!(split_path(""), None);
+    }
+
+    #[test]
+    fn targets_as_grpc_md_reads_them() {
+        let t = |s: &str| {
+            let t = ServerTarget::parse(s);
+            (t.address, t.port)
+        };
+        assert_eq!(t("grpc.io:50051"), ("grpc.io".into(), Some(50051)));
+        assert_eq!(t("http://backend:8081"), ("backend".into(), Some(8081)));
+        assert_eq!(
+            t("https://api.example.com"),
+            ("api.example.com".into(), Some(443))
+        );
+        assert_eq!(
+            t("dns://1.2.3.4/grpc.io:50051"),
+            ("grpc.io".into(), Some(50051))
+        );
+        assert_eq!(t("dns:///grpc.io:50051"), ("grpc.io".into(), Some(50051)));
+        assert_eq!(
+            t("unix:///run/containerd/containerd.sock"),
+            ("/run/containerd/containerd.sock".into(), None)
+        );
+        assert_eq!(
+            t("zk://zk.example.com:2181/service"),
+            ("zk://zk.example.com:2181/service".into(), None)
+        );
+        assert_eq!(
+            t("ipv4:198.51.100.123:50051,198.51.100.124:50051"),
+            (
+                "ipv4:198.51.100.123:50051,198.51.100.124:50051".into(),
+                None
+            )
+        );
+        assert_eq!(t("[::1]:50051"), ("::1".into(), Some(50051)));
+    }
+
+    #[test]
+    fn status_names() {
+        assert_eq!(semconv::grpc_status_name(0), "OK");
+        assert_eq!(semconv::grpc_status_name(14), "UNAVAILABLE");
+        assert_eq!(semconv::grpc_status_name(16), "UNAUTHENTICATED");
+        assert_eq!(semconv::grpc_status_name(99), "_OTHER");
     }
 
     #[test]
@@ -515,5 +705,163 @@ mod tests {
             }
             assert_eq!(sizes, [3, 0, 70_000, 1], "chunk size {chunk}");
         }
+    }
+
+    /// A service answering every request with an empty body and this `grpc-status`.
+    fn responder<B>(
+        status: &str,
+    ) -> impl FnMut(
+        Request<B>,
+    ) -> std::future::Ready<
+        Result<Response<http_body_util::Empty<bytes::Bytes>>, std::convert::Infallible>,
+    > {
+        let status = status.to_owned();
+        move |_request| {
+            let mut response = Response::new(http_body_util::Empty::<bytes::Bytes>::new());
+            if let Ok(value) = status.parse() {
+                response.headers_mut().insert("grpc-status", value);
+            }
+            std::future::ready(Ok(response))
+        }
+    }
+
+    /// One call through a layer over `respond`, in a scoped subscriber exporting to memory.
+    fn exported_call(
+        server: bool,
+        path: &str,
+        grpc_status: &str,
+        target: Option<&str>,
+    ) -> opentelemetry_sdk::trace::SpanData {
+        use http_body_util::BodyExt as _;
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+
+        let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let status = grpc_status.to_owned();
+        tracing::subscriber::with_default(subscriber, || {
+            runtime.block_on(async {
+                let request = Request::builder().uri(path);
+                let response = if server {
+                    let mut service =
+                        GrpcServerLayer::new().layer(tower::service_fn(responder(&status)));
+                    let request = request
+                        .body(http_body_util::Empty::<bytes::Bytes>::new())
+                        .expect("request");
+                    tower_service::Service::call(&mut service, request)
+                        .await
+                        .expect("response")
+                } else {
+                    let layer =
+                        target.map_or_else(GrpcClientLayer::new, GrpcClientLayer::for_target);
+                    let mut service = layer.layer(tower::service_fn(responder(&status)));
+                    let request = request.body(tonic::body::Body::empty()).expect("request");
+                    tower_service::Service::call(&mut service, request)
+                        .await
+                        .expect("response")
+                };
+                let _ = response.into_body().collect().await;
+            })
+        });
+        let mut spans = exporter.get_finished_spans().expect("spans");
+        assert_eq!(spans.len(), 1, "{spans:#?}");
+        spans.remove(0)
+    }
+
+    fn attribute(span: &opentelemetry_sdk::trace::SpanData, key: &str) -> Option<String> {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.to_string())
+    }
+
+    // One test for both modes: the mode is process-wide.
+    #[test]
+    fn v1_44_attributes_unknown_methods_errors_and_the_dup_mode() {
+        use opentelemetry::trace::Status;
+
+        // A method the server does not implement: _OTHER, the original kept, named after the
+        // system; UNIMPLEMENTED is a server error, named by its status.
+        let span = exported_call(true, "/pkg.Orders/Missing", "12", None);
+        assert_eq!(span.name, "grpc");
+        assert_eq!(attribute(&span, "rpc.system.name").as_deref(), Some("grpc"));
+        assert_eq!(attribute(&span, "rpc.method").as_deref(), Some("_OTHER"));
+        assert_eq!(
+            attribute(&span, "rpc.method_original").as_deref(),
+            Some("pkg.Orders/Missing")
+        );
+        assert_eq!(
+            attribute(&span, "rpc.response.status_code").as_deref(),
+            Some("UNIMPLEMENTED")
+        );
+        assert_eq!(
+            attribute(&span, "error.type").as_deref(),
+            Some("UNIMPLEMENTED")
+        );
+        assert!(
+            matches!(span.status, Status::Error { .. }),
+            "{:?}",
+            span.status
+        );
+        assert_eq!(
+            attribute(&span, "rpc.grpc.status_code"),
+            None,
+            "not in stable mode"
+        );
+
+        // NOT_FOUND is no server error, but any non-OK code is a client error.
+        let span = exported_call(true, "/pkg.Orders/Get", "5", None);
+        assert_eq!(span.name, "pkg.Orders/Get");
+        assert_eq!(attribute(&span, "error.type"), None);
+        assert_eq!(span.status, Status::Unset);
+        let span = exported_call(
+            false,
+            "/pkg.Orders/Get",
+            "14",
+            Some("http://127.0.0.1:50051"),
+        );
+        assert_eq!(
+            attribute(&span, "rpc.method").as_deref(),
+            Some("pkg.Orders/Get")
+        );
+        assert_eq!(
+            attribute(&span, "error.type").as_deref(),
+            Some("UNAVAILABLE")
+        );
+        assert_eq!(
+            attribute(&span, "server.address").as_deref(),
+            Some("127.0.0.1")
+        );
+        assert_eq!(attribute(&span, "server.port").as_deref(), Some("50051"));
+        assert!(matches!(span.status, Status::Error { .. }));
+
+        // rpc/dup: the experimental attributes too.
+        semconv::set_rpc_conventions(crate::config::RpcConventions::Duplicate);
+        let span = exported_call(true, "/pkg.Orders/Get", "0", None);
+        semconv::set_rpc_conventions(crate::config::RpcConventions::Stable);
+        assert_eq!(
+            attribute(&span, "rpc.method").as_deref(),
+            Some("pkg.Orders/Get")
+        );
+        assert_eq!(
+            attribute(&span, "rpc.response.status_code").as_deref(),
+            Some("OK")
+        );
+        assert_eq!(attribute(&span, "rpc.system").as_deref(), Some("grpc"));
+        assert_eq!(
+            attribute(&span, "rpc.service").as_deref(),
+            Some("pkg.Orders")
+        );
+        assert_eq!(
+            attribute(&span, "rpc.grpc.status_code").as_deref(),
+            Some("0")
+        );
     }
 }

@@ -51,3 +51,6 @@ pub use http_server::{HttpRoute, HttpServer, HttpServerLayer};
 pub use reqwest_client::ReqwestMiddleware;
 
 pub(crate) const TARGET: &str = "service_telemetry::instrument";
+
+#[cfg(feature = "tower")]
+pub(crate) use semconv::set_rpc_conventions;

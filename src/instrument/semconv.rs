@@ -1,6 +1,7 @@
 //! Semantic-convention names and value mappings shared by the layers.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::{Method, Version};
 use opentelemetry::metrics::{Histogram, Meter, UpDownCounter};
@@ -9,6 +10,50 @@ use opentelemetry::metrics::{Histogram, Meter, UpDownCounter};
 pub(crate) const DURATION_BOUNDARIES: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
+
+static RPC_DUPLICATE: AtomicBool = AtomicBool::new(false);
+
+/// Set by `init` from `OTEL_SEMCONV_STABILITY_OPT_IN`; the layers are built by the service,
+/// before or after `init`, so they read it when a call starts.
+#[cfg_attr(not(feature = "tonic"), allow(dead_code))]
+pub(crate) fn set_rpc_conventions(conventions: crate::config::RpcConventions) {
+    RPC_DUPLICATE.store(
+        conventions == crate::config::RpcConventions::Duplicate,
+        Ordering::Relaxed,
+    );
+}
+
+/// Whether the experimental RPC attributes are emitted beside the stable ones (`rpc/dup`).
+#[cfg_attr(not(feature = "tonic"), allow(dead_code))]
+pub(crate) fn rpc_duplicate() -> bool {
+    RPC_DUPLICATE.load(Ordering::Relaxed)
+}
+
+/// `rpc.response.status_code` for gRPC: the status code's name (semconv v1.44.0,
+/// `docs/rpc/grpc.md`, "gRPC Status").
+#[cfg_attr(not(feature = "tonic"), allow(dead_code))]
+pub(crate) fn grpc_status_name(code: i64) -> &'static str {
+    match code {
+        0 => "OK",
+        1 => "CANCELLED",
+        2 => "UNKNOWN",
+        3 => "INVALID_ARGUMENT",
+        4 => "DEADLINE_EXCEEDED",
+        5 => "NOT_FOUND",
+        6 => "ALREADY_EXISTS",
+        7 => "PERMISSION_DENIED",
+        8 => "RESOURCE_EXHAUSTED",
+        9 => "FAILED_PRECONDITION",
+        10 => "ABORTED",
+        11 => "OUT_OF_RANGE",
+        12 => "UNIMPLEMENTED",
+        13 => "INTERNAL",
+        14 => "UNAVAILABLE",
+        15 => "DATA_LOSS",
+        16 => "UNAUTHENTICATED",
+        _ => "_OTHER",
+    }
+}
 
 /// `http.request.method`: the known methods as they are, anything else `_OTHER`.
 pub(crate) fn method(method: &Method) -> &'static str {
