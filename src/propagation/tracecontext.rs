@@ -3,7 +3,7 @@
 //! fields of the wrong length, reads only the first of several header lines and keeps
 //! `tracestate` members the grammar rejects; this one does not.
 //!
-//! Rules, by section of the specification (https://www.w3.org/TR/trace-context/):
+//! Rules, by section of the specification (<https://www.w3.org/TR/trace-context/>):
 //! - 3.2.2 `traceparent`: `version-traceid-parentid-flags`, lowercase hex only; version `ff`
 //!   is invalid; version `00` is exactly 55 characters; a higher version is at least 55 and, when
 //!   longer, has a `-` after the flags; all-zero trace or parent ids are invalid.
