@@ -454,10 +454,13 @@ pub(crate) fn subscriber(
         .parse(&config.log_filter)
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let tracer = pipelines.tracer_provider.tracer("service-telemetry");
+    // A bare `target` attribute is no registry name (semconv v1.44.0 `code.*` registry); the
+    // location's `code.module.name` is dropped from exported spans by the admission check.
     let spans = tracing_opentelemetry::layer()
         .with_tracer(tracer)
         .with_tracked_inactivity(false)
         .with_threads(false)
+        .with_target(false)
         .with_filter(ExportableSpans);
     let log_records = pipelines.logger_provider.as_ref().map(|provider| {
         opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(provider)

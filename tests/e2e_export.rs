@@ -84,6 +84,15 @@ fn roundtrip(protocol: &str, runtime: &str) {
     assert_eq!(log["trace_id"], trace_id);
     assert_eq!(log["span_id"], span_id);
     assert_eq!(log["severity_number"], 9);
+    // semconv v1.44.0: no event name unless the code gives one (tracing's `event file:line`
+    // is not one); spans carry registry `code.*` attributes only, and no bare `target`.
+    assert_eq!(log["event_name"].as_str().unwrap_or(""), "", "{log}");
+    let span_attributes = span["attributes"].as_object().expect("attributes");
+    assert!(span_attributes.contains_key("code.file.path"), "{span}");
+    assert!(span_attributes.contains_key("code.line.number"), "{span}");
+    for key in ["code.module.name", "target"] {
+        assert!(!span_attributes.contains_key(key), "{key} in {span}");
+    }
 
     let metric_name = format!("probe.counter.{tag}");
     let metric = collector.wait_for("the probe counter", WAIT, |r| {

@@ -80,6 +80,8 @@ pub(crate) struct Ledger {
     failed: AtomicU64,
     dropped: AtomicU64,
     failed_exports: AtomicU64,
+    /// Failed items by `error.type`, for the SDK self-metrics.
+    failed_by_cause: Mutex<Vec<(&'static str, u64)>>,
     reporter: Mutex<Reporter>,
 }
 
@@ -133,6 +135,7 @@ impl Ledger {
             failed: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             failed_exports: AtomicU64::new(0),
+            failed_by_cause: Mutex::new(Vec::new()),
             reporter: Mutex::new(Reporter {
                 interval,
                 failing_since: None,
@@ -177,9 +180,18 @@ impl Ledger {
             Ok(()) => {
                 self.exported.fetch_add(items as u64, Ordering::Relaxed);
             }
-            Err(_) => {
+            Err(e) => {
                 self.failed.fetch_add(items as u64, Ordering::Relaxed);
                 self.failed_exports.fetch_add(1, Ordering::Relaxed);
+                let cause = export_error_type(e);
+                let mut by_cause = self
+                    .failed_by_cause
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                match by_cause.iter_mut().find(|(c, _)| *c == cause) {
+                    Some((_, n)) => *n += items as u64,
+                    None => by_cause.push((cause, items as u64)),
+                }
             }
         }
         let error = result.as_ref().err().map(|e| e.to_string());
@@ -343,10 +355,65 @@ impl Ledger {
     }
 }
 
+/// `error.type` of a failed export, low-cardinality: what the SDK's error or its text says.
+pub(crate) fn export_error_type(error: &opentelemetry_sdk::error::OTelSdkError) -> &'static str {
+    use opentelemetry_sdk::error::OTelSdkError;
+    match error {
+        OTelSdkError::Timeout(_) => "timeout",
+        OTelSdkError::AlreadyShutdown => "already_shutdown",
+        other => error_type_from_text(&other.to_string()),
+    }
+}
+
+/// `error.type` from an error's message, for errors known only by their text; `_OTHER` when it
+/// names no cause this knows.
+pub(crate) fn error_type_from_text(text: &str) -> &'static str {
+    let text = text.to_ascii_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| text.contains(w));
+    if has(&["timed out", "timeout", "deadline"]) {
+        "timeout"
+    } else if has(&["connection refused"]) {
+        "connection_refused"
+    } else if has(&["connection reset"]) {
+        "connection_reset"
+    } else if has(&["dns", "failed to lookup", "name resolution", "no such host"]) {
+        "name_resolution_error"
+    } else if has(&["certificate", "tls", "handshake"]) {
+        "tls_error"
+    } else if has(&["connection closed", "incomplete message", "unexpected eof"]) {
+        "connection_closed"
+    } else if has(&["unavailable"]) {
+        "unavailable"
+    } else if let Some(status) = http_status_in(&text) {
+        status
+    } else {
+        "_OTHER"
+    }
+}
+
+/// An HTTP error status quoted in an exporter's error text (`... status 503 ...`).
+fn http_status_in(text: &str) -> Option<&'static str> {
+    const STATUSES: [&str; 9] = [
+        "400", "401", "403", "404", "413", "429", "500", "502", "503",
+    ];
+    STATUSES
+        .iter()
+        .find(|s| {
+            text.contains(&format!("status {s}")) || text.contains(&format!("status code {s}"))
+        })
+        .copied()
+}
+
 /// Publishes the ledgers as the SDK self-observability metrics of the semantic conventions
 /// (`otel.sdk.exporter.{span,log}.exported`, `otel.sdk.processor.{span,log}.processed`, the
 /// queue size and capacity), so a dashboard can show what the pipeline lost.
-pub(crate) fn register_metrics(meter: &opentelemetry::metrics::Meter, ledgers: &[Arc<Ledger>]) {
+/// `exporter_type` gives each signal's `otel.component.type` (registry values such as
+/// `otlp_grpc_span_exporter`).
+pub(crate) fn register_metrics(
+    meter: &opentelemetry::metrics::Meter,
+    ledgers: &[Arc<Ledger>],
+    exporter_type: &dyn Fn(Signal) -> String,
+) {
     use opentelemetry::KeyValue;
     for ledger in ledgers {
         let (kind, unit, processor) = match ledger.signal {
@@ -356,7 +423,7 @@ pub(crate) fn register_metrics(meter: &opentelemetry::metrics::Meter, ledgers: &
         };
         let exporter_attrs = [KeyValue::new(
             "otel.component.type",
-            format!("otlp_{kind}_exporter"),
+            exporter_type(ledger.signal),
         )];
         let processor_attrs = [KeyValue::new("otel.component.type", processor)];
 
@@ -368,9 +435,16 @@ pub(crate) fn register_metrics(meter: &opentelemetry::metrics::Meter, ledgers: &
             .with_callback(move |observer| {
                 let stats = l.stats();
                 observer.observe(stats.exported, &attrs);
-                let mut failed = attrs.to_vec();
-                failed.push(KeyValue::new("error.type", "export_failed"));
-                observer.observe(stats.failed, &failed);
+                let by_cause = l
+                    .failed_by_cause
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                for (cause, n) in by_cause {
+                    let mut failed = attrs.to_vec();
+                    failed.push(KeyValue::new("error.type", cause));
+                    observer.observe(n, &failed);
+                }
             })
             .build();
 
@@ -534,5 +608,75 @@ mod tests {
         let cut = bounded_error(&text);
         assert!(cut.len() <= MAX_ERROR_TEXT + 3);
         assert!(cut.ends_with("..."));
+    }
+
+    #[test]
+    fn self_metrics_use_registry_component_types_and_name_the_cause() {
+        use opentelemetry::metrics::MeterProvider as _;
+        use opentelemetry_sdk::error::OTelSdkError;
+        use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+        use opentelemetry_sdk::metrics::{
+            InMemoryMetricExporter, PeriodicReader, SdkMeterProvider,
+        };
+
+        let exporter = InMemoryMetricExporter::default();
+        let provider = SdkMeterProvider::builder()
+            .with_reader(PeriodicReader::builder(exporter.clone()).build())
+            .build();
+        let ledger = Ledger::new(Signal::Traces, 100, Duration::from_secs(3600));
+        register_metrics(&provider.meter("t"), std::slice::from_ref(&ledger), &|_| {
+            "otlp_grpc_span_exporter".to_owned()
+        });
+        for _ in 0..3 {
+            assert!(ledger.admit());
+        }
+        ledger.record_export(1, &Ok(()));
+        ledger.record_export(1, &Err(OTelSdkError::Timeout(Duration::from_secs(10))));
+        ledger.record_export(
+            1,
+            &Err(OTelSdkError::InternalFailure(
+                "tcp connect error: Connection refused (os error 111)".into(),
+            )),
+        );
+        provider.force_flush().expect("flush");
+        let batches = exporter.get_finished_metrics().expect("metrics");
+        let metric = batches
+            .last()
+            .expect("an export")
+            .scope_metrics()
+            .flat_map(|s| s.metrics())
+            .find(|m| m.name() == "otel.sdk.exporter.span.exported")
+            .expect("exported counter");
+        let AggregatedMetrics::U64(MetricData::Sum(sum)) = metric.data() else {
+            panic!("a u64 sum: {:?}", metric.data());
+        };
+        let mut points: Vec<(String, u64)> = sum
+            .data_points()
+            .map(|p| {
+                let attrs: Vec<String> = p
+                    .attributes()
+                    .map(|kv| format!("{}={}", kv.key, kv.value))
+                    .collect();
+                let mut attrs = attrs;
+                attrs.sort();
+                (attrs.join(","), p.value())
+            })
+            .collect();
+        points.sort();
+        let points: Vec<(&str, u64)> = points.iter().map(|(a, n)| (a.as_str(), *n)).collect();
+        assert_eq!(
+            points,
+            [
+                (
+                    "error.type=connection_refused,otel.component.type=otlp_grpc_span_exporter",
+                    1
+                ),
+                (
+                    "error.type=timeout,otel.component.type=otlp_grpc_span_exporter",
+                    1
+                ),
+                ("otel.component.type=otlp_grpc_span_exporter", 1),
+            ]
+        );
     }
 }

@@ -12,8 +12,8 @@ mod pipeline;
 #[cfg(feature = "tls")]
 mod tls;
 
-pub(crate) use accounting::Ledger;
 pub use accounting::{DEFAULT_EXPORT_REPORT_INTERVAL, ExportStats, SignalStats};
+pub(crate) use accounting::{Ledger, error_type_from_text};
 
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::{LoggerProviderBuilder, SdkLoggerProvider};
@@ -236,7 +236,32 @@ pub(crate) fn build(
 
     if let Some(Some(provider)) = &meter_provider {
         use opentelemetry::metrics::MeterProvider as _;
-        accounting::register_metrics(&provider.meter("service-telemetry"), &ledgers);
+        let exporter_type = |signal: Signal| -> String {
+            let custom = match signal {
+                Signal::Traces => custom_traces,
+                Signal::Logs => custom_logs,
+                Signal::Metrics => false,
+            };
+            let kind = match signal {
+                Signal::Traces => "span",
+                Signal::Logs => "log",
+                Signal::Metrics => "metric",
+            };
+            if custom {
+                // "Anything else uses the language's type name" (otel registry).
+                return format!("custom_{kind}_exporter");
+            }
+            let transport = match config.signal(signal).protocol {
+                Protocol::Grpc => "grpc",
+                _ => "http",
+            };
+            format!("otlp_{transport}_{kind}_exporter")
+        };
+        accounting::register_metrics(
+            &provider.meter("service-telemetry"),
+            &ledgers,
+            &exporter_type,
+        );
         metrics.register_builtin(provider);
     }
 

@@ -134,6 +134,10 @@ impl<P: SpanProcessor> SpanProcessor for AdmittedSpans<P> {
             return;
         }
         truncate_span(&mut span, self.value_limit);
+        // tracing-opentelemetry's location attributes: `code.file.path` and `code.line.number`
+        // are registry names, `code.module.name` is none (semconv v1.44.0 `code.*`).
+        span.attributes
+            .retain(|kv| kv.key.as_str() != "code.module.name");
         self.inner.on_end(span);
     }
 
@@ -183,6 +187,12 @@ impl<P: LogProcessor> LogProcessor for AdmittedLogs<P> {
         if self.closed.load(Ordering::Relaxed) || !self.ledger.admit() {
             return;
         }
+        // tracing names an event `event <file>:<line>` when the code gives it no name; that
+        // is no event name (semconv: `event.name` identifies a class of events). An empty name
+        // is not encoded by OTLP.
+        if data.event_name().is_some_and(is_default_event_name) {
+            data.set_event_name("");
+        }
         if record_exceeds(data, self.value_limit) {
             let mut shortened = self.blank.create_log_record();
             copy_truncated(data, &mut shortened, self.value_limit);
@@ -207,6 +217,13 @@ impl<P: LogProcessor> LogProcessor for AdmittedLogs<P> {
     fn set_resource(&mut self, resource: &Resource) {
         self.inner.set_resource(resource)
     }
+}
+
+/// tracing's generated event name: `event src/main.rs:12`.
+fn is_default_event_name(name: &str) -> bool {
+    name.strip_prefix("event ")
+        .and_then(|rest| rest.rsplit_once(':'))
+        .is_some_and(|(_, line)| !line.is_empty() && line.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// `s` cut to at most `limit` characters; `None` when it is already short enough.
@@ -328,6 +345,15 @@ fn copy_truncated(from: &SdkLogRecord, to: &mut SdkLogRecord, limit: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_tracings_generated_event_names_are_dropped() {
+        assert!(is_default_event_name("event src/main.rs:12"));
+        assert!(is_default_event_name("event C:\\svc\\main.rs:7"));
+        assert!(!is_default_event_name("order.placed"));
+        assert!(!is_default_event_name("event src/main.rs"));
+        assert!(!is_default_event_name("event src/main.rs:x"));
+    }
 
     #[test]
     fn truncation_counts_characters_and_leaves_short_values_alone() {

@@ -287,26 +287,7 @@ fn io_error_type(kind: std::io::ErrorKind) -> Option<&'static str> {
     })
 }
 
-/// `error.type` from an error's message, for errors known only by their text.
-pub(crate) fn error_type_from_text(text: &str) -> &'static str {
-    let text = text.to_ascii_lowercase();
-    let has = |words: &[&str]| words.iter().any(|w| text.contains(w));
-    if has(&["timed out", "timeout", "deadline"]) {
-        "timeout"
-    } else if has(&["connection refused"]) {
-        "connection_refused"
-    } else if has(&["connection reset"]) {
-        "connection_reset"
-    } else if has(&["dns", "failed to lookup", "name resolution", "no such host"]) {
-        "name_resolution_error"
-    } else if has(&["certificate", "tls", "handshake"]) {
-        "tls_error"
-    } else if has(&["connection closed", "incomplete message", "unexpected eof"]) {
-        "connection_closed"
-    } else {
-        "_OTHER"
-    }
-}
+pub(crate) use crate::export::error_type_from_text;
 
 #[cfg(test)]
 mod redaction_tests {

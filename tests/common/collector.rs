@@ -333,6 +333,7 @@ pub fn parse_dump(text: &str) -> Vec<Value> {
             "Status code" => "status",
             "Status message" => "status_message",
             "Start time" => "start_time",
+            "EventName" => "event_name",
             "End time" => "end_time",
             "Body" => {
                 rec.insert("body".into(), parse_value(value));
