@@ -214,4 +214,39 @@ async fn server_layer_spans() {
         attr(&spans[0], "http.request.method").map(|v| v.as_str().into_owned()),
         Some("_OTHER".into())
     );
+    assert_eq!(
+        attr(&spans[0], "http.request.method_original").map(|v| v.as_str().into_owned()),
+        Some("PURGE".into()),
+        "http-spans.md: the original method beside _OTHER"
+    );
+
+    // A query: url.query recorded with sensitive values redacted; the client behind a proxy
+    // and the peer the server saw.
+    let mut request = Request::get("/users/3?sig=s3cr3t&page=2&access_token=t0k")
+        .header("x-forwarded-for", "203.0.113.195, 10.0.0.1")
+        .body(Body::empty())
+        .unwrap();
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+            [127, 0, 0, 1],
+            40_001,
+        ))));
+    let (_, spans) = roundtrip(request).await;
+    let text = |key: &str| attr(&spans[0], key).map(|v| v.as_str().into_owned());
+    assert_eq!(
+        text("url.query").as_deref(),
+        Some("sig=REDACTED&page=2&access_token=REDACTED")
+    );
+    assert_eq!(text("url.path").as_deref(), Some("/users/3"));
+    assert_eq!(text("client.address").as_deref(), Some("203.0.113.195"));
+    assert_eq!(text("network.peer.address").as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        attr(&spans[0], "network.peer.port"),
+        Some(&opentelemetry::Value::I64(40_001))
+    );
+    assert!(!format!("{spans:?}").contains("s3cr3t"));
+    // No query, no url.query.
+    let (_, spans) = roundtrip(Request::get("/users/4").body(Body::empty()).unwrap()).await;
+    assert!(attr(&spans[0], "url.query").is_none());
 }

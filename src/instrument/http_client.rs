@@ -26,16 +26,6 @@ pub(crate) struct ClientCall {
     version: &'static str,
 }
 
-/// `url.full` without credentials or query string: both often carry secrets.
-fn redacted_url(uri: &Uri) -> String {
-    let scheme = uri.scheme_str().unwrap_or("http");
-    let host = uri.host().unwrap_or("");
-    match uri.port_u16() {
-        Some(port) => format!("{scheme}://{host}:{port}{}", uri.path()),
-        None => format!("{scheme}://{host}{}", uri.path()),
-    }
-}
-
 impl ClientCall {
     /// Starts the span as a child of the current one and writes its context into `headers`.
     pub(crate) fn start(
@@ -60,7 +50,9 @@ impl ClientCall {
             http.request.method = attr_method,
             server.address = address.as_str(),
             server.port = port.map(i64::from),
-            url.full = %redacted_url(uri),
+            url.full = %semconv::url_full(uri),
+            http.request.method_original =
+                (attr_method == "_OTHER").then(|| method.as_str()),
             network.protocol.version = version,
             http.response.status_code = Empty,
             error.type = Empty,

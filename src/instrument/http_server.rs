@@ -133,14 +133,23 @@ where
             .get(http::header::USER_AGENT)
             .and_then(|h| h.to_str().ok());
         let path = request.uri().path().to_owned();
+        // http-spans.md: url.query is required when the request has one, redacted.
+        let query = request.uri().query().map(semconv::redact_query);
+        let peer = semconv::peer_address(&request);
         let span = tracing::info_span!(
             target: TARGET,
             "HTTP request",
             otel.name = %name,
             otel.kind = "server",
             http.request.method = method,
+            http.request.method_original =
+                (method == "_OTHER").then(|| request.method().as_str()),
             url.path = %path,
+            url.query = query.as_deref(),
             url.scheme = scheme,
+            client.address = semconv::client_address(&request).or_else(|| peer.map(|p| p.ip().to_string())),
+            network.peer.address = peer.map(|p| p.ip().to_string()),
+            network.peer.port = peer.map(|p| i64::from(p.port())),
             http.route = route.as_deref(),
             server.address = address.as_str(),
             server.port = port.map(i64::from),

@@ -54,3 +54,5 @@ pub(crate) const TARGET: &str = "service_telemetry::instrument";
 
 #[cfg(feature = "tower")]
 pub(crate) use semconv::set_rpc_conventions;
+#[cfg(feature = "tower")]
+pub use semconv::{SENSITIVE_QUERY_PARAMETERS, redact_query_parameters};

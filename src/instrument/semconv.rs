@@ -55,6 +55,140 @@ pub(crate) fn grpc_status_name(code: i64) -> &'static str {
     }
 }
 
+/// Query parameters whose values are always replaced by `REDACTED` in `url.query` and `url.full`:
+/// the semantic conventions' list (v1.44.0 `url` registry, notes of `url.full` and
+/// `url.query`), AWS's older SigV2 names, and the names tokens and keys usually travel under.
+/// Matched without regard to case; [`redact_query_parameters`] adds more.
+pub const SENSITIVE_QUERY_PARAMETERS: &[&str] = &[
+    // semconv v1.44.0
+    "X-Amz-Signature",
+    "X-Amz-Credential",
+    "X-Amz-Security-Token",
+    "sig",
+    "X-Goog-Signature",
+    // AWS Signature Version 2
+    "AWSAccessKeyId",
+    "Signature",
+    // credentials by their usual names
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "token",
+    "api_key",
+    "apikey",
+    "key",
+    "secret",
+    "client_secret",
+    "password",
+    "passwd",
+    "auth",
+    "code",
+];
+
+static EXTRA_SENSITIVE: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+
+/// Adds query parameter names whose values the HTTP layers record as `REDACTED`, beside
+/// [`SENSITIVE_QUERY_PARAMETERS`]. Process-wide; call it once in `main`.
+///
+/// ```
+/// service_telemetry::instrument::redact_query_parameters(["session", "X-Partner-Key"]);
+/// ```
+pub fn redact_query_parameters<S: Into<String>>(names: impl IntoIterator<Item = S>) {
+    let mut extra = EXTRA_SENSITIVE
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    extra.extend(names.into_iter().map(Into::into));
+}
+
+fn is_sensitive(name: &str) -> bool {
+    // Keys arrive percent-encoded; the names above have nothing to encode.
+    SENSITIVE_QUERY_PARAMETERS
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(name))
+        || EXTRA_SENSITIVE
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(name))
+}
+
+/// `url.query`: the query with the values of sensitive parameters replaced by `REDACTED`, keys
+/// and order kept (`color=blue&sig=REDACTED`).
+pub(crate) fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if is_sensitive(key) => format!("{key}=REDACTED"),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// `url.full` (http-spans.md): `scheme://host[:port]path[?query]`, with user info replaced by
+/// `REDACTED:REDACTED` ("MUST NOT contain credentials") and the query redacted as
+/// [`redact_query`] does; no fragment (a client never sends one).
+pub(crate) fn url_full(uri: &http::Uri) -> String {
+    let scheme = uri.scheme_str().unwrap_or("http");
+    let host = uri.host().unwrap_or("");
+    let credentials = if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        "REDACTED:REDACTED@"
+    } else {
+        ""
+    };
+    let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+    let query = uri
+        .query()
+        .map(|q| format!("?{}", redact_query(q)))
+        .unwrap_or_default();
+    format!("{scheme}://{credentials}{host}{port}{}{query}", uri.path())
+}
+
+/// `network.peer.address` / `.port` of a server request: the socket address the server put in
+/// the request's extensions (axum's `ConnectInfo<SocketAddr>`, from
+/// `into_make_service_with_connect_info`, or a `SocketAddr` a hyper server inserted).
+pub(crate) fn peer_address<B>(request: &http::Request<B>) -> Option<std::net::SocketAddr> {
+    #[cfg(feature = "axum")]
+    if let Some(info) = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+    {
+        return Some(info.0);
+    }
+    request.extensions().get::<std::net::SocketAddr>().copied()
+}
+
+/// `client.address` (http-spans.md): the original client behind proxies, from the first
+/// `for=` of `Forwarded`, else the first `X-Forwarded-For` entry; `None` when neither says.
+pub(crate) fn client_address<B>(request: &http::Request<B>) -> Option<String> {
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let forwarded = header("forwarded").and_then(|value| {
+        value.split([',', ';']).find_map(|part| {
+            let (key, v) = part.trim().split_once('=')?;
+            key.eq_ignore_ascii_case("for").then(|| {
+                let v = v.trim().trim_matches('"');
+                // `[2001:db8::1]:4711` or `192.0.2.43:47011`: the address without the port.
+                match v.strip_prefix('[') {
+                    Some(rest) => rest.split(']').next().unwrap_or(rest).to_owned(),
+                    None => v.split(':').next().unwrap_or(v).to_owned(),
+                }
+            })
+        })
+    });
+    forwarded
+        .or_else(|| {
+            header("x-forwarded-for")
+                .and_then(|v| v.split(',').next().map(|first| first.trim().to_owned()))
+        })
+        .filter(|a| !a.is_empty() && !a.eq_ignore_ascii_case("unknown"))
+}
+
 /// `http.request.method`: the known methods as they are, anything else `_OTHER`.
 pub(crate) fn method(method: &Method) -> &'static str {
     match *method {
@@ -292,6 +426,64 @@ pub(crate) use crate::export::error_type_from_text;
 #[cfg(test)]
 mod redaction_tests {
     use super::*;
+
+    #[test]
+    fn client_address_from_forwarded_then_x_forwarded_for() {
+        let request = |headers: &[(&str, &str)]| {
+            let mut builder = http::Request::builder();
+            for (k, v) in headers {
+                builder = builder.header(*k, *v);
+            }
+            builder.body(()).unwrap()
+        };
+        assert_eq!(
+            client_address(&request(&[(
+                "forwarded",
+                "for=\"[2001:db8:cafe::17]:4711\";proto=https"
+            )])),
+            Some("2001:db8:cafe::17".into())
+        );
+        assert_eq!(
+            client_address(&request(&[(
+                "forwarded",
+                "proto=http;for=192.0.2.43:47011, for=198.51.100.17"
+            )])),
+            Some("192.0.2.43".into())
+        );
+        assert_eq!(
+            client_address(&request(&[(
+                "x-forwarded-for",
+                "203.0.113.195, 70.41.3.18"
+            )])),
+            Some("203.0.113.195".into())
+        );
+        assert_eq!(client_address(&request(&[])), None);
+        let mut with_peer = request(&[]);
+        with_peer
+            .extensions_mut()
+            .insert(std::net::SocketAddr::from(([127, 0, 0, 1], 4000)));
+        assert_eq!(peer_address(&with_peer).map(|p| p.port()), Some(4000));
+    }
+
+    #[test]
+    fn sensitive_query_values_are_redacted_keys_and_order_kept() {
+        assert_eq!(
+            redact_query("color=blue&sig=abc&X-Amz-Signature=s&page=2&flag"),
+            "color=blue&sig=REDACTED&X-Amz-Signature=REDACTED&page=2&flag"
+        );
+        assert_eq!(redact_query("ACCESS_TOKEN=t"), "ACCESS_TOKEN=REDACTED");
+        redact_query_parameters(["session"]);
+        assert_eq!(redact_query("session=s&x=1"), "session=REDACTED&x=1");
+        let uri: http::Uri = "https://user:pw@api.example.com:8443/v1/pay?token=t&amount=5"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            url_full(&uri),
+            "https://REDACTED:REDACTED@api.example.com:8443/v1/pay?token=REDACTED&amount=5"
+        );
+        let plain: http::Uri = "http://h/p".parse().unwrap();
+        assert_eq!(url_full(&plain), "http://h/p");
+    }
 
     #[test]
     fn urls_in_error_texts_lose_query_user_info_and_fragment() {
