@@ -12,8 +12,10 @@ mod pipeline;
 #[cfg(feature = "tls")]
 mod tls;
 
+pub(crate) use accounting::Ledger;
+#[cfg(feature = "tower")]
+pub(crate) use accounting::error_type_from_text;
 pub use accounting::{DEFAULT_EXPORT_REPORT_INTERVAL, ExportStats, SignalStats};
-pub(crate) use accounting::{Ledger, error_type_from_text};
 
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::{LoggerProviderBuilder, SdkLoggerProvider};

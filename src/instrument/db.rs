@@ -62,20 +62,27 @@ pub(crate) struct DbCall {
     started: Instant,
     attributes: Vec<KeyValue>,
     finished: bool,
+    returned_rows: bool,
 }
 
 impl DbCall {
-    pub(crate) fn new(span: Span, attributes: Vec<KeyValue>) -> Self {
+    /// `returned_rows`: whether `db.response.returned_rows` (opt-in) is recorded.
+    pub(crate) fn new(span: Span, attributes: Vec<KeyValue>, returned_rows: bool) -> Self {
         DbCall {
             span,
             started: Instant::now(),
             attributes,
             finished: false,
+            returned_rows,
         }
     }
 
-    /// Rows the call returned (`db.response.returned_rows`), when it returns rows.
+    /// Rows the call returned (`db.response.returned_rows`), when it returns rows and the
+    /// attribute is switched on.
     pub(crate) fn record_returned_rows(&self, rows: u64) {
+        if !self.returned_rows {
+            return;
+        }
         self.span.record(
             "db.response.returned_rows",
             i64::try_from(rows).unwrap_or(i64::MAX),
@@ -127,12 +134,6 @@ impl Drop for DbCall {
 
 /// A SQL statement's operation (`SELECT`, `INSERT`, …) and, when the statement names exactly
 /// one table, that table. A reading for span names, not a parser: when unsure it says less.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct SqlSummary<'a> {
-    pub(crate) operation: Option<String>,
-    pub(crate) collection: Option<&'a str>,
-}
-
 /// Splits SQL into words and punctuation, skipping comments and string literals.
 fn sql_tokens(sql: &str) -> impl Iterator<Item = &str> {
     let bytes = sql.as_bytes();
@@ -195,55 +196,62 @@ fn sql_tokens(sql: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// The statement's first keyword and its single table, if it has exactly one.
-pub(crate) fn summarize_sql(sql: &str) -> SqlSummary<'_> {
-    let mut tokens = sql_tokens(sql).peekable();
-    let operation = tokens
-        .peek()
-        .filter(|t| t.len() <= 32 && t.bytes().all(|b| b.is_ascii_alphabetic()))
-        .map(|t| t.to_ascii_uppercase());
-    let mut tables: Vec<&str> = Vec::new();
+/// Longest `db.query.summary` (database-spans.md: "SHOULD truncate the summary to 255
+/// characters").
+const MAX_SUMMARY: usize = 255;
+
+/// `db.query.summary` generated from the statement, as the conventions describe for
+/// instrumentation that parses queries (database-spans.md, `db.query.summary`): each operation
+/// followed by the tables it names, in order, `{operation} {target} {operation} {target}`
+/// (`SELECT orders`, `INSERT shipping_details SELECT orders`). The operations are the
+/// statement's first keyword and every later `SELECT` (a subquery, `INSERT ... SELECT`,
+/// `UNION SELECT`); `None` when the statement does not start with a keyword. No literal or
+/// parameter ever reaches it.
+pub(crate) fn query_summary(sql: &str) -> Option<String> {
+    let mut parts: Vec<String> = Vec::new();
     let mut previous: Option<&str> = None;
     let mut after_table_keyword = false;
-    for token in tokens {
+    for token in sql_tokens(sql) {
+        let upper = token.to_ascii_uppercase();
+        let first = previous.is_none();
+        if first && !(upper.len() <= 32 && upper.bytes().all(|b| b.is_ascii_alphabetic())) {
+            return None;
+        }
         if after_table_keyword {
             // `TABLE IF NOT EXISTS x`, `FROM ONLY x`: the table is further on.
-            if ["IF", "NOT", "EXISTS", "ONLY"]
-                .iter()
-                .any(|k| token.eq_ignore_ascii_case(k))
-            {
+            if ["IF", "NOT", "EXISTS", "ONLY"].contains(&upper.as_str()) {
                 previous = Some(token);
                 continue;
             }
             after_table_keyword = false;
             let identifier =
                 token.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_' || c == '"');
-            if identifier && !is_keyword(token) && !tables.contains(&token) {
-                tables.push(token);
+            if identifier && !is_keyword(token) && parts.last().is_none_or(|p| p != token) {
+                parts.push(token.to_owned());
             }
         }
-        let table_follows = token.eq_ignore_ascii_case("FROM")
-            || token.eq_ignore_ascii_case("JOIN")
-            || token.eq_ignore_ascii_case("INTO")
-            || (token.eq_ignore_ascii_case("UPDATE") && previous.is_none())
-            || (token.eq_ignore_ascii_case("TABLE") && previous.is_some());
+        if first || upper == "SELECT" {
+            parts.push(upper.clone());
+        }
+        let table_follows = upper == "FROM"
+            || upper == "JOIN"
+            || upper == "INTO"
+            || (upper == "UPDATE" && first)
+            || (upper == "TABLE" && !first);
         if table_follows {
             after_table_keyword = true;
         }
-        // `FROM a, b` names two tables; a comma right after a table name means more follow.
-        if token == "," && previous.is_some_and(|p| tables.last() == Some(&p)) {
-            tables.push(",");
-        }
         previous = Some(token);
     }
-    let collection = match tables.as_slice() {
-        [one] => Some(*one),
-        _ => None,
-    };
-    SqlSummary {
-        operation,
-        collection,
+    let mut summary = parts.join(" ");
+    if summary.len() > MAX_SUMMARY {
+        let mut cut = MAX_SUMMARY;
+        while !summary.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        summary.truncate(cut);
     }
+    (!summary.is_empty()).then_some(summary)
 }
 
 /// Words that can follow `FROM` or `JOIN` without being a table.
@@ -256,57 +264,62 @@ fn is_keyword(token: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn summary(sql: &str) -> (Option<String>, Option<&str>) {
-        let s = summarize_sql(sql);
-        (s.operation, s.collection)
+    fn summary(sql: &str) -> Option<String> {
+        query_summary(sql)
     }
 
     #[test]
-    fn operations_and_single_tables() {
-        assert_eq!(
-            summary("SELECT id, name FROM users WHERE id = $1"),
-            (Some("SELECT".into()), Some("users"))
-        );
-        assert_eq!(
-            summary("  insert into orders (customer, amount) values ($1, $2) returning id"),
-            (Some("INSERT".into()), Some("orders"))
-        );
-        assert_eq!(
-            summary("UPDATE public.orders SET amount = $1"),
-            (Some("UPDATE".into()), Some("public.orders"))
-        );
-        assert_eq!(
-            summary("DELETE FROM \"Order Items\" WHERE id = $1"),
-            (Some("DELETE".into()), Some("\"Order Items\""))
-        );
-        assert_eq!(
-            summary("-- lookup\n/* by id */ select * from t where s = 'FROM x'"),
-            (Some("SELECT".into()), Some("t"))
-        );
-        assert_eq!(
-            summary("CREATE TABLE IF NOT EXISTS orders (id bigserial)"),
-            (Some("CREATE".into()), Some("orders"))
-        );
+    fn summaries_name_each_operation_and_its_tables() {
+        let cases = [
+            ("SELECT id, name FROM users WHERE id = $1", "SELECT users"),
+            (
+                "  insert into orders (customer, amount) values ($1, $2) returning id",
+                "INSERT orders",
+            ),
+            (
+                "UPDATE public.orders SET amount = $1",
+                "UPDATE public.orders",
+            ),
+            (
+                "DELETE FROM \"Order Items\" WHERE id = $1",
+                "DELETE \"Order Items\"",
+            ),
+            (
+                "-- lookup\n/* by id */ select * from t where s = 'FROM x'",
+                "SELECT t",
+            ),
+            (
+                "CREATE TABLE IF NOT EXISTS orders (id bigserial)",
+                "CREATE orders",
+            ),
+            (
+                "INSERT INTO shipping_details SELECT * FROM orders",
+                "INSERT shipping_details SELECT orders",
+            ),
+            ("SELECT * FROM a JOIN b ON a.id = b.id", "SELECT a b"),
+            (
+                "SELECT * FROM a WHERE id IN (SELECT id FROM b)",
+                "SELECT a SELECT b",
+            ),
+            ("SELECT 1", "SELECT"),
+            ("SELECT $1::text::int4", "SELECT"),
+            ("BEGIN", "BEGIN"),
+            ("SAVEPOINT _sqlx_savepoint_1", "SAVEPOINT"),
+        ];
+        for (sql, expected) in cases {
+            assert_eq!(summary(sql).as_deref(), Some(expected), "{sql}");
+        }
     }
 
     #[test]
-    fn says_less_when_unsure() {
-        // Two tables: no collection.
-        assert_eq!(
-            summary("SELECT * FROM a JOIN b ON a.id = b.id"),
-            (Some("SELECT".into()), None)
-        );
-        assert_eq!(summary("SELECT * FROM a, b"), (Some("SELECT".into()), None));
-        // No table at all.
-        assert_eq!(
-            summary("SELECT $1::text::int4"),
-            (Some("SELECT".into()), None)
-        );
-        assert_eq!(summary("SELECT 1"), (Some("SELECT".into()), None));
-        assert_eq!(summary(""), (None, None));
-        assert_eq!(summary("(SELECT 1)"), (None, None));
-        assert_eq!(summary("'unterminated"), (None, None));
-        assert_eq!(summary("é FROM ü"), (None, None));
+    fn no_summary_when_the_statement_starts_with_no_keyword() {
+        assert_eq!(summary(""), None);
+        assert_eq!(summary("(SELECT 1)"), None);
+        assert_eq!(summary("'unterminated"), None);
+        assert_eq!(summary("é FROM ü"), None);
+        assert_eq!(summary("LISTEN channel").as_deref(), Some("LISTEN"));
+        let long = format!("SELECT * FROM {}", "t".repeat(400));
+        assert_eq!(summary(&long).map(|s| s.len()), Some(255));
     }
 
     #[test]

@@ -295,7 +295,7 @@ impl Target {
         if let Some(port) = self.port {
             attributes.push(KeyValue::new("server.port", i64::from(port)));
         }
-        DbCall::new(span, attributes)
+        DbCall::new(span, attributes, false)
     }
 }
 

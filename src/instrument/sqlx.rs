@@ -34,12 +34,14 @@
 //!
 //! | Attribute | Value |
 //! |---|---|
-//! | span name | `{db.operation.name} {table}` when the statement names one table, else `{db.operation.name} {db.namespace}` |
+//! | span name, `db.query.summary` | each operation and the tables it names (`SELECT orders`, `INSERT shipping_details SELECT orders`), from the statement's keywords |
 //! | `db.system.name` | `postgresql` |
 //! | `db.query.text` | the statement as written, placeholders and all (never the bound values), cut to [`TracedPool::max_query_text_len`] |
-//! | `db.operation.name`, `db.collection.name` | the statement's first keyword and its table, when it names exactly one |
 //! | `db.namespace`, `server.address`, `server.port` | from the pool's connect options |
-//! | `db.response.returned_rows` | rows the query returned |
+//! | `db.response.returned_rows` | rows the query returned, with [`TracedPool::record_returned_rows`] (opt-in) |
+//!
+//! `db.operation.name` and `db.collection.name` are not recorded: semconv v1.44.0 (`sql.md`)
+//! says they "SHOULD NOT be extracted from `db.query.text`".
 //! | `error.type`, `db.response.status_code` | on failure: the SQLSTATE (`42P01`), or the sqlx error kind (`PoolTimedOut`) |
 //!
 //! The server's error message is not recorded: PostgreSQL quotes parameter values in some of
@@ -75,6 +77,8 @@ struct Target {
     address: String,
     port: Option<u16>,
     max_query_text_len: usize,
+    /// `db.response.returned_rows`, opt-in in the conventions.
+    returned_rows: bool,
 }
 
 impl Target {
@@ -92,18 +96,17 @@ impl Target {
             address,
             port,
             max_query_text_len: db::DEFAULT_MAX_QUERY_TEXT_LEN,
+            returned_rows: false,
         }
     }
 
     /// Starts the span of one statement, as a child of the current span.
     fn start(&self, sql: &str) -> DbCall {
-        let summary = db::summarize_sql(sql);
-        let operation = summary.operation.as_deref();
-        let name = match (operation, summary.collection) {
-            (Some(op), Some(table)) => format!("{op} {table}"),
-            (Some(op), None) => format!("{op} {}", self.namespace),
-            (None, _) => "postgresql".to_owned(),
-        };
+        // database-spans.md / sql.md (v1.44.0): the span is named after db.query.summary;
+        // db.operation.name and db.collection.name "SHOULD NOT be extracted from
+        // db.query.text", so raw statements carry neither.
+        let summary = db::query_summary(sql);
+        let name = summary.clone().unwrap_or_else(|| "postgresql".to_owned());
         let span = tracing::info_span!(
             target: TARGET,
             "database query",
@@ -111,8 +114,7 @@ impl Target {
             otel.kind = "client",
             db.system.name = "postgresql",
             db.namespace = self.namespace.as_str(),
-            db.operation.name = operation,
-            db.collection.name = summary.collection,
+            db.query.summary = summary.as_deref(),
             db.query.text = &*db::truncate_query_text(sql, self.max_query_text_len),
             server.address = self.address.as_str(),
             server.port = self.port.map(i64::from),
@@ -130,13 +132,10 @@ impl Target {
         if let Some(port) = self.port {
             attributes.push(KeyValue::new("server.port", i64::from(port)));
         }
-        if let Some(op) = summary.operation {
-            attributes.push(KeyValue::new("db.operation.name", op));
+        if let Some(summary) = summary {
+            attributes.push(KeyValue::new("db.query.summary", summary));
         }
-        if let Some(table) = summary.collection {
-            attributes.push(KeyValue::new("db.collection.name", table.to_owned()));
-        }
-        DbCall::new(span, attributes)
+        DbCall::new(span, attributes, self.returned_rows)
     }
 }
 
@@ -204,6 +203,14 @@ impl TracedPool {
     #[must_use]
     pub fn max_query_text_len(mut self, bytes: usize) -> Self {
         Arc::make_mut(&mut self.target).max_query_text_len = bytes;
+        self
+    }
+
+    /// Records `db.response.returned_rows` on each query's span (an opt-in attribute of the
+    /// conventions; off by default).
+    #[must_use]
+    pub fn record_returned_rows(mut self, enabled: bool) -> Self {
+        Arc::make_mut(&mut self.target).returned_rows = enabled;
         self
     }
 
