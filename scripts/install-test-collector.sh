@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the rotel OpenTelemetry collector used by the end-to-end tests (PyPI `rotel`) into
-# .tools/rotel-venv, with the official OpenTelemetry Python SDK beside it (the interoperability
-# tests continue its traces) and Debian's nginx (the TLS terminator of the TLS tests), and
+# .tools/rotel-venv, with the official OpenTelemetry Python SDK and its B3 propagator beside it
+# (the interoperability tests continue its traces) and Debian's nginx (the TLS terminator of the TLS tests), and
 # prints the agent's path. Idempotent; needs PyPI and, on a bare
 # machine, Debian's packages.
 set -euo pipefail
@@ -10,10 +10,11 @@ venv="$root/.tools/rotel-venv"
 agent="$venv/lib/python3.11/site-packages/rotel/rotel-agent"
 version="0.0.1a15"
 python_sdk="opentelemetry-sdk==1.38.0"
+python_b3="opentelemetry-propagator-b3==1.38.0"
 
 install_python_sdk() {
-  if ! "$venv/bin/python" -c "import opentelemetry.sdk" >/dev/null 2>&1; then
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "$python_sdk" >&2
+  if ! "$venv/bin/python" -c "import opentelemetry.sdk, opentelemetry.propagators.b3" >/dev/null 2>&1; then
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "$python_sdk" "$python_b3" >&2
   fi
 }
 

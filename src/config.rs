@@ -530,6 +530,10 @@ pub enum Propagator {
     TraceContext,
     /// W3C `baggage`.
     Baggage,
+    /// Zipkin B3, the single `b3` header (`b3`).
+    B3,
+    /// Zipkin B3, the `X-B3-*` headers (`b3multi`).
+    B3Multi,
 }
 
 /// OTLP headers. `Debug` and `Display` never show the values: they are usually API keys.

@@ -39,8 +39,13 @@ struct Backend {
 }
 
 fn start_backend(endpoint: &str, service: &str) -> Backend {
+    start_backend_with(endpoint, service, &[])
+}
+
+fn start_backend_with(endpoint: &str, service: &str, extra: &[(&str, &str)]) -> Backend {
     let mut env = export_env(endpoint, service);
     env.extend([("PORT", "0"), ("GRPC_PORT", "0")]);
+    env.extend_from_slice(extra);
     let mut child = Running::spawn(Command::new(example_binary("backend")), &env);
     let listening = child.wait_for_message("listening", READY);
     Backend {
@@ -56,12 +61,23 @@ fn start_gateway(
     backend_url: &str,
     grpc_url: &str,
 ) -> (Running, u16) {
+    start_gateway_with(endpoint, service, backend_url, grpc_url, &[])
+}
+
+fn start_gateway_with(
+    endpoint: &str,
+    service: &str,
+    backend_url: &str,
+    grpc_url: &str,
+    extra: &[(&str, &str)],
+) -> (Running, u16) {
     let mut env = export_env(endpoint, service);
     env.extend([
         ("PORT", "0"),
         ("BACKEND_URL", backend_url),
         ("BACKEND_GRPC_URL", grpc_url),
     ]);
+    env.extend_from_slice(extra);
     let mut child = Running::spawn(Command::new(example_binary("gateway")), &env);
     let listening = child.wait_for_message("listening", READY);
     let port = port_of(&listening, "address");
@@ -361,4 +377,116 @@ server.serve_forever()
         seen["parent_span_id"], client["span_id"],
         "our client span is its parent"
     );
+}
+
+/// B3 both ways with the Python SDK's `opentelemetry-propagator-b3`: multi-header from Python
+/// into our backend (`OTEL_PROPAGATORS=b3multi`), single header from our gateway
+/// (`OTEL_PROPAGATORS=b3,tracecontext`) into a Python server.
+#[test]
+fn b3_interoperates_with_the_python_sdk_both_ways() {
+    let Some(python) = python() else { return };
+    let collector = Collector::start();
+    let endpoint = collector.grpc_endpoint();
+
+    let backend_name = format!("backend-b3-{}", std::process::id());
+    let mut backend =
+        start_backend_with(&endpoint, &backend_name, &[("OTEL_PROPAGATORS", "b3multi")]);
+    let script = format!(
+        r#"
+import json, urllib.request
+from opentelemetry import trace, propagate
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.propagators.b3 import B3MultiFormat
+propagate.set_global_textmap(B3MultiFormat())
+trace.set_tracer_provider(TracerProvider())
+with trace.get_tracer("interop").start_as_current_span("python-client") as span:
+    headers = {{}}
+    propagate.inject(headers)
+    assert "x-b3-traceid" in headers and "traceparent" not in headers, headers
+    request = urllib.request.Request("http://127.0.0.1:{port}/api/items/7", headers=headers)
+    urllib.request.urlopen(request, timeout=10).read()
+    ctx = span.get_span_context()
+    print(json.dumps({{"trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x")}}))
+"#,
+        port = backend.http_port
+    );
+    let output = Command::new(&python)
+        .args(["-c", &script])
+        .output()
+        .expect("run python");
+    assert!(
+        output.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let sent: Value = serde_json::from_slice(&output.stdout).expect("python printed JSON");
+    stop(&mut backend.child);
+    let records = collector.records();
+    let server = span(&records, &backend_name, "GET /api/items/{id}");
+    assert_eq!(
+        server["trace_id"], sent["trace_id"],
+        "continues the B3 trace"
+    );
+    assert_eq!(
+        server["parent_span_id"], sent["span_id"],
+        "child of the Python span"
+    );
+
+    let gateway_name = format!("gateway-b3-{}", std::process::id());
+    let server_script = r#"
+import json, http.server
+from opentelemetry import trace
+from opentelemetry.propagators.b3 import B3SingleFormat
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        headers = dict(self.headers)
+        ctx = trace.get_current_span(B3SingleFormat().extract(headers)).get_span_context()
+        print(json.dumps({"trace_id": format(ctx.trace_id, "032x"), "parent_span_id": format(ctx.span_id, "016x"), "valid": ctx.is_valid, "sampled": ctx.trace_flags.sampled, "b3": headers.get("b3"), "traceparent": headers.get("traceparent")}), flush=True)
+        body = b'{"id": 42}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+print(json.dumps({"message": "listening", "address": "127.0.0.1:%d" % server.server_port}), flush=True)
+server.serve_forever()
+"#;
+    let mut cmd = Command::new(&python);
+    cmd.args(["-c", server_script]);
+    let mut py = Running::spawn(cmd, &[]);
+    let listening = py.wait_for_message("listening", READY);
+    let py_port = port_of(&listening, "address");
+    let (mut gateway, port) = start_gateway_with(
+        &endpoint,
+        &gateway_name,
+        &format!("http://127.0.0.1:{py_port}"),
+        "http://127.0.0.1:1",
+        &[("OTEL_PROPAGATORS", "b3,tracecontext")],
+    );
+    let _ = http_get(port, "/");
+    let seen = py.wait_for("the extracted context", READY, |v| {
+        v.get("parent_span_id").is_some()
+    });
+    stop(&mut gateway);
+    assert_eq!(seen["valid"], true, "{seen}");
+    assert_eq!(seen["sampled"], true, "{seen}");
+    assert!(
+        seen["b3"].as_str().is_some_and(|b| b.ends_with("-1")),
+        "{seen}"
+    );
+    assert!(
+        seen["traceparent"].is_string(),
+        "both propagators inject: {seen}"
+    );
+    let records = collector.records();
+    let client = find(&records, "the gateway's client span to Python", |r| {
+        r["signal"] == "span"
+            && r["service"] == gateway_name.as_str()
+            && r["span_id"] == seen["parent_span_id"]
+    });
+    assert_eq!(client["trace_id"], seen["trace_id"], "{client}");
+    assert_kind(client, "client");
 }

@@ -883,19 +883,8 @@ fn resolve_propagators(env: &mut Env<'_>) -> Vec<Propagator> {
         let p = match item.to_ascii_lowercase().as_str() {
             "tracecontext" => Propagator::TraceContext,
             "baggage" => Propagator::Baggage,
-            // The only B3 propagator for opentelemetry 0.33 (opentelemetry-zipkin) is
-            // deprecated upstream, so there is no maintained one to wire in.
-            "b3" | "b3multi" => {
-                env.warn(
-                    "OTEL_PROPAGATORS",
-                    &raw,
-                    format!(
-                        "propagator {item:?} is not supported (opentelemetry-zipkin, the only B3 propagator for opentelemetry 0.33, is deprecated)"
-                    ),
-                    "the other listed propagators, else tracecontext,baggage",
-                );
-                continue;
-            }
+            "b3" => Propagator::B3,
+            "b3multi" => Propagator::B3Multi,
             "none" => {
                 none = true;
                 continue;

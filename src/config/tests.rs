@@ -1673,11 +1673,17 @@ fn unknown_propagator_warning_names_it() {
 }
 
 #[test]
-fn b3_warning_says_why_it_is_unsupported() {
-    let (config, warnings) = resolve(&[("OTEL_PROPAGATORS", "b3,tracecontext")]);
-    assert_eq!(config.propagators, [Propagator::TraceContext]);
-    let w = only_warning_about(&warnings, "OTEL_PROPAGATORS", "b3");
-    assert!(w.reason.contains("deprecated"), "{}", w.reason);
+fn b3_single_and_multi_are_propagators_in_the_order_given() {
+    let (config, warnings) = resolve(&[("OTEL_PROPAGATORS", "b3,tracecontext,B3Multi")]);
+    assert_eq!(
+        config.propagators,
+        [
+            Propagator::B3,
+            Propagator::TraceContext,
+            Propagator::B3Multi
+        ]
+    );
+    assert_no_warnings(&warnings, "b3");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ use opentelemetry_sdk::propagation::BaggagePropagator;
 
 use crate::config::Propagator;
 
+mod b3;
 mod tracecontext;
 
 /// Installs the propagators as the global one (the SDK's default global is a no-op).
@@ -41,6 +42,8 @@ fn build(propagators: &[Propagator]) -> TextMapCompositePropagator {
             match p {
                 Propagator::TraceContext => Box::new(tracecontext::W3cTraceContext),
                 Propagator::Baggage => Box::new(BaggagePropagator::new()),
+                Propagator::B3 => Box::new(b3::B3::single()),
+                Propagator::B3Multi => Box::new(b3::B3::multi()),
             }
         })
         .collect();
