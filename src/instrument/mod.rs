@@ -17,6 +17,10 @@
 //!
 //! Build layers after `init` or not: the instruments are created on first use, from the global
 //! meter provider in place then.
+//!
+//! Layout: one folder per protocol (`http/`, `grpc/`, `db/`, each with its whole story) around
+//! the shared conventions module (`semconv.rs`: names, value mappings, redaction, instruments)
+//! and the body observer the HTTP and gRPC layers share (`body.rs`).
 
 #[cfg(feature = "tower")]
 mod body;
@@ -25,30 +29,24 @@ mod db;
 #[cfg(feature = "tonic")]
 mod grpc;
 #[cfg(feature = "tower")]
-mod http_client;
-#[cfg(feature = "tower")]
-mod http_server;
-#[cfg(feature = "redis")]
-pub mod redis;
-#[cfg(feature = "reqwest")]
-mod reqwest_client;
+mod http;
 #[cfg(feature = "tower")]
 mod semconv;
-#[cfg(feature = "sqlx")]
-pub mod sqlx;
 
 #[cfg(feature = "tower")]
 pub use body::InstrumentedBody;
 #[cfg(any(feature = "sqlx", feature = "redis"))]
 pub use db::DEFAULT_MAX_QUERY_TEXT_LEN;
+#[cfg(feature = "redis")]
+pub use db::redis;
+#[cfg(feature = "sqlx")]
+pub use db::sqlx;
 #[cfg(feature = "tonic")]
 pub use grpc::{GrpcClient, GrpcClientLayer, GrpcServer, GrpcServerLayer};
-#[cfg(feature = "tower")]
-pub use http_client::{HttpClient, HttpClientLayer};
-#[cfg(feature = "tower")]
-pub use http_server::{HttpRoute, HttpServer, HttpServerLayer};
 #[cfg(feature = "reqwest")]
-pub use reqwest_client::ReqwestMiddleware;
+pub use http::ReqwestMiddleware;
+#[cfg(feature = "tower")]
+pub use http::{HttpClient, HttpClientLayer, HttpRoute, HttpServer, HttpServerLayer};
 
 pub(crate) const TARGET: &str = "service_telemetry::instrument";
 

@@ -25,9 +25,9 @@ use tracing::Span;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use super::TARGET;
-use super::body::{InstrumentedBody, Observer, Unobserved};
-use super::semconv;
+use crate::instrument::TARGET;
+use crate::instrument::body::{InstrumentedBody, Observer, Unobserved};
+use crate::instrument::semconv;
 
 /// Messages per direction recorded as `rpc.message` span events (with `rpc/dup` only).
 pub const MAX_MESSAGE_EVENTS: u64 = 64;

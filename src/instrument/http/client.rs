@@ -13,8 +13,8 @@ use tracing::Span;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use super::TARGET;
-use super::semconv;
+use crate::instrument::TARGET;
+use crate::instrument::semconv;
 
 /// One outgoing call, from span start to the response headers.
 pub(crate) struct ClientCall {

@@ -43,8 +43,8 @@ use opentelemetry::KeyValue;
 use tracing::Instrument as _;
 use tracing::field::Empty;
 
-use super::TARGET;
-use super::db::{self, DbCall, Outcome};
+use super::{self as db, DbCall, Outcome};
+use crate::instrument::TARGET;
 
 /// Commands named by two words: the second is part of the operation, not an argument.
 const CONTAINER_COMMANDS: [&str; 16] = [
@@ -344,7 +344,7 @@ impl<C> TracedConnection<C> {
 
     /// Cuts `db.query.text` to at most `bytes` (default [`DEFAULT_MAX_QUERY_TEXT_LEN`]).
     ///
-    /// [`DEFAULT_MAX_QUERY_TEXT_LEN`]: super::DEFAULT_MAX_QUERY_TEXT_LEN
+    /// [`DEFAULT_MAX_QUERY_TEXT_LEN`]: crate::instrument::DEFAULT_MAX_QUERY_TEXT_LEN
     #[must_use]
     pub fn max_query_text_len(mut self, bytes: usize) -> Self {
         Arc::make_mut(&mut self.target).max_query_text_len = bytes;

@@ -67,8 +67,8 @@ use opentelemetry::KeyValue;
 use tracing::Instrument as _;
 use tracing::field::Empty;
 
-use super::TARGET;
-use super::db::{self, DbCall, Outcome};
+use super::{self as db, DbCall, Outcome};
+use crate::instrument::TARGET;
 
 /// Where the queries go, read once from the pool's connect options.
 #[derive(Clone, Debug)]
@@ -199,7 +199,7 @@ impl TracedPool {
     /// Cuts `db.query.text` to at most `bytes` (default [`DEFAULT_MAX_QUERY_TEXT_LEN`]); the
     /// statement sent to the server is never cut.
     ///
-    /// [`DEFAULT_MAX_QUERY_TEXT_LEN`]: super::DEFAULT_MAX_QUERY_TEXT_LEN
+    /// [`DEFAULT_MAX_QUERY_TEXT_LEN`]: crate::instrument::DEFAULT_MAX_QUERY_TEXT_LEN
     #[must_use]
     pub fn max_query_text_len(mut self, bytes: usize) -> Self {
         Arc::make_mut(&mut self.target).max_query_text_len = bytes;

@@ -1,6 +1,11 @@
 //! What the database integrations share: the client-call span's outcome, the
 //! `db.client.operation.duration` histogram, statement truncation and a light SQL reading.
 
+#[cfg(feature = "redis")]
+pub mod redis;
+#[cfg(feature = "sqlx")]
+pub mod sqlx;
+
 use std::borrow::Cow;
 use std::sync::OnceLock;
 use std::time::Instant;

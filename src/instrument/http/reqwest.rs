@@ -4,8 +4,8 @@ use http::Extensions;
 use reqwest_middleware::{Middleware, Next};
 use tracing::Instrument as _;
 
-use super::http_client::ClientCall;
-use super::semconv;
+use super::client::ClientCall;
+use crate::instrument::semconv;
 
 /// `error.type` and the text of a failed call; reqwest's own text quotes the URL, so it is
 /// taken without it (and any URL left in the chain is redacted by the caller).

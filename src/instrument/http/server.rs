@@ -16,9 +16,9 @@ use tracing::Span;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use super::TARGET;
-use super::body::{InstrumentedBody, Observer, Unobserved};
-use super::semconv;
+use crate::instrument::TARGET;
+use crate::instrument::body::{InstrumentedBody, Observer, Unobserved};
+use crate::instrument::semconv;
 
 /// The route template of a request (`/users/{id}`), for stacks other than axum: insert it
 /// into the request's extensions before [`HttpServerLayer`] sees the request. With the `axum`
@@ -241,7 +241,7 @@ where
                 Ok(response.map(|body| InstrumentedBody::new(body, Box::new(exchange))))
             }
             Err(e) => {
-                let text = super::semconv::redact_urls(&e.to_string());
+                let text = semconv::redact_urls(&e.to_string());
                 exchange.error = Some(text.clone());
                 exchange.span.record("error.type", "_OTHER");
                 exchange.span.record("otel.status_code", "ERROR");
