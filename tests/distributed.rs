@@ -275,31 +275,26 @@ fn python() -> Option<String> {
     }
 }
 
-/// The official Python SDK starts a trace and calls our backend; our server span continues it.
-#[test]
-fn a_trace_from_the_python_sdk_continues_here() {
-    let Some(python) = python() else { return };
-    let collector = Collector::start();
-    let endpoint = collector.grpc_endpoint();
-    let backend_name = format!("backend-py-{}", std::process::id());
-    let mut backend = start_backend(&endpoint, &backend_name);
+/// Runs a Python client that starts a trace with the official SDK and calls our backend on
+/// `port`; `setup` is Python run first (a propagator choice). Returns the ids it sent.
+fn python_client(python: &str, port: u16, setup: &str) -> Value {
     let script = format!(
         r#"
 import json, urllib.request
 from opentelemetry import trace, propagate
 from opentelemetry.sdk.trace import TracerProvider
+{setup}
 trace.set_tracer_provider(TracerProvider())
 with trace.get_tracer("interop").start_as_current_span("python-client") as span:
     headers = {{}}
     propagate.inject(headers)
     request = urllib.request.Request("http://127.0.0.1:{port}/api/items/7", headers=headers)
-    body = urllib.request.urlopen(request, timeout=10).read().decode()
+    urllib.request.urlopen(request, timeout=10).read()
     ctx = span.get_span_context()
-    print(json.dumps({{"trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x"), "body": body}}))
-"#,
-        port = backend.http_port
+    print(json.dumps({{"trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x"), "headers": headers}}))
+"#
     );
-    let output = Command::new(&python)
+    let output = Command::new(python)
         .args(["-c", &script])
         .output()
         .expect("run python");
@@ -308,7 +303,52 @@ with trace.get_tracer("interop").start_as_current_span("python-client") as span:
         "python failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let sent: Value = serde_json::from_slice(&output.stdout).expect("python printed JSON");
+    serde_json::from_slice(&output.stdout).expect("python printed JSON")
+}
+
+/// A Python HTTP server that prints, for each request, the context `extract` (a Python
+/// expression over `headers`) gives, and the propagation headers it got. Returns it and its port.
+fn python_server(python: &str, setup: &str, extract: &str) -> (Running, u16) {
+    let script = format!(
+        r#"
+import json, http.server
+from opentelemetry import trace, propagate
+{setup}
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        headers = dict(self.headers)
+        ctx = trace.get_current_span({extract}).get_span_context()
+        print(json.dumps({{"trace_id": format(ctx.trace_id, "032x"), "parent_span_id": format(ctx.span_id, "016x"), "valid": ctx.is_valid, "remote": ctx.is_remote, "sampled": ctx.trace_flags.sampled, "b3": headers.get("b3"), "traceparent": headers.get("traceparent")}}), flush=True)
+        body = b'{{"id": 42}}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+print(json.dumps({{"message": "listening", "address": "127.0.0.1:%d" % server.server_port}}), flush=True)
+server.serve_forever()
+"#
+    );
+    let mut cmd = Command::new(python);
+    cmd.args(["-c", &script]);
+    let mut py = Running::spawn(cmd, &[]);
+    let listening = py.wait_for_message("listening", READY);
+    let port = port_of(&listening, "address");
+    (py, port)
+}
+
+/// The official Python SDK starts a trace and calls our backend; our server span continues it.
+#[test]
+fn a_trace_from_the_python_sdk_continues_here() {
+    let Some(python) = python() else { return };
+    let collector = Collector::start();
+    let endpoint = collector.grpc_endpoint();
+    let backend_name = format!("backend-py-{}", std::process::id());
+    let mut backend = start_backend(&endpoint, &backend_name);
+    let sent = python_client(&python, backend.http_port, "");
     stop(&mut backend.child);
     let records = collector.records();
     let server = span(&records, &backend_name, "GET /api/items/{id}");
@@ -329,30 +369,7 @@ fn a_trace_from_here_continues_in_the_python_sdk() {
     let collector = Collector::start();
     let endpoint = collector.grpc_endpoint();
     let gateway_name = format!("gateway-py-{}", std::process::id());
-    let script = r#"
-import json, sys, http.server
-from opentelemetry import trace, propagate
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        ctx = trace.get_current_span(propagate.extract(dict(self.headers))).get_span_context()
-        print(json.dumps({"trace_id": format(ctx.trace_id, "032x"), "parent_span_id": format(ctx.span_id, "016x"), "valid": ctx.is_valid, "remote": ctx.is_remote}), flush=True)
-        body = b'{"id": 42}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-print(json.dumps({"message": "listening", "address": "127.0.0.1:%d" % server.server_port}), flush=True)
-server.serve_forever()
-"#;
-    let mut cmd = Command::new(&python);
-    cmd.args(["-c", script]);
-    let mut py = Running::spawn(cmd, &[]);
-    let listening = py.wait_for_message("listening", READY);
-    let py_port = port_of(&listening, "address");
+    let (mut py, py_port) = python_server(&python, "", "propagate.extract(headers)");
     // No gRPC backend here: that call fails fast and the gateway answers 502, which is fine.
     let (mut gateway, port) = start_gateway(
         &endpoint,
@@ -391,35 +408,16 @@ fn b3_interoperates_with_the_python_sdk_both_ways() {
     let backend_name = format!("backend-b3-{}", std::process::id());
     let mut backend =
         start_backend_with(&endpoint, &backend_name, &[("OTEL_PROPAGATORS", "b3multi")]);
-    let script = format!(
-        r#"
-import json, urllib.request
-from opentelemetry import trace, propagate
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.propagators.b3 import B3MultiFormat
-propagate.set_global_textmap(B3MultiFormat())
-trace.set_tracer_provider(TracerProvider())
-with trace.get_tracer("interop").start_as_current_span("python-client") as span:
-    headers = {{}}
-    propagate.inject(headers)
-    assert "x-b3-traceid" in headers and "traceparent" not in headers, headers
-    request = urllib.request.Request("http://127.0.0.1:{port}/api/items/7", headers=headers)
-    urllib.request.urlopen(request, timeout=10).read()
-    ctx = span.get_span_context()
-    print(json.dumps({{"trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x")}}))
-"#,
-        port = backend.http_port
+    let sent = python_client(
+        &python,
+        backend.http_port,
+        "from opentelemetry.propagators.b3 import B3MultiFormat\npropagate.set_global_textmap(B3MultiFormat())",
     );
-    let output = Command::new(&python)
-        .args(["-c", &script])
-        .output()
-        .expect("run python");
+    let headers = sent["headers"].as_object().expect("headers sent");
     assert!(
-        output.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&output.stderr)
+        headers.contains_key("x-b3-traceid") && !headers.contains_key("traceparent"),
+        "{headers:?}"
     );
-    let sent: Value = serde_json::from_slice(&output.stdout).expect("python printed JSON");
     stop(&mut backend.child);
     let records = collector.records();
     let server = span(&records, &backend_name, "GET /api/items/{id}");
@@ -433,32 +431,11 @@ with trace.get_tracer("interop").start_as_current_span("python-client") as span:
     );
 
     let gateway_name = format!("gateway-b3-{}", std::process::id());
-    let server_script = r#"
-import json, http.server
-from opentelemetry import trace
-from opentelemetry.propagators.b3 import B3SingleFormat
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        headers = dict(self.headers)
-        ctx = trace.get_current_span(B3SingleFormat().extract(headers)).get_span_context()
-        print(json.dumps({"trace_id": format(ctx.trace_id, "032x"), "parent_span_id": format(ctx.span_id, "016x"), "valid": ctx.is_valid, "sampled": ctx.trace_flags.sampled, "b3": headers.get("b3"), "traceparent": headers.get("traceparent")}), flush=True)
-        body = b'{"id": 42}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-print(json.dumps({"message": "listening", "address": "127.0.0.1:%d" % server.server_port}), flush=True)
-server.serve_forever()
-"#;
-    let mut cmd = Command::new(&python);
-    cmd.args(["-c", server_script]);
-    let mut py = Running::spawn(cmd, &[]);
-    let listening = py.wait_for_message("listening", READY);
-    let py_port = port_of(&listening, "address");
+    let (mut py, py_port) = python_server(
+        &python,
+        "from opentelemetry.propagators.b3 import B3SingleFormat",
+        "B3SingleFormat().extract(headers)",
+    );
     let (mut gateway, port) = start_gateway_with(
         &endpoint,
         &gateway_name,

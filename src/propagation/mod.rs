@@ -51,6 +51,12 @@ fn build(propagators: &[Propagator]) -> TextMapCompositePropagator {
     TextMapCompositePropagator::new(list)
 }
 
+/// Every line of a header, `None` when there is none (what `Extractor::get_all` returns).
+fn lines<'a>(values: impl Iterator<Item = &'a str>) -> Option<Vec<&'a str>> {
+    let all: Vec<&str> = values.collect();
+    (!all.is_empty()).then_some(all)
+}
+
 /// Reads `http` headers for the propagators.
 pub struct HeaderExtractor<'a>(pub &'a HeaderMap);
 
@@ -62,13 +68,7 @@ impl Extractor for HeaderExtractor<'_> {
     /// Every line of `key`: `tracestate` lines are one list, and two `traceparent` lines make
     /// both invalid.
     fn get_all(&self, key: &str) -> Option<Vec<&str>> {
-        let all: Vec<&str> = self
-            .0
-            .get_all(key)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        (!all.is_empty()).then_some(all)
+        lines(self.0.get_all(key).iter().filter_map(|v| v.to_str().ok()))
     }
 
     fn keys(&self) -> Vec<&str> {
@@ -123,13 +123,7 @@ mod metadata {
         }
 
         fn get_all(&self, key: &str) -> Option<Vec<&str>> {
-            let all: Vec<&str> = self
-                .0
-                .get_all(key)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect();
-            (!all.is_empty()).then_some(all)
+            super::lines(self.0.get_all(key).iter().filter_map(|v| v.to_str().ok()))
         }
 
         fn keys(&self) -> Vec<&str> {
