@@ -42,7 +42,7 @@ pub use db::redis;
 #[cfg(feature = "sqlx")]
 pub use db::sqlx;
 #[cfg(feature = "tonic")]
-pub use grpc::{GrpcClient, GrpcClientLayer, GrpcServer, GrpcServerLayer};
+pub use grpc::{GrpcClient, GrpcClientLayer, GrpcServer, GrpcServerLayer, MAX_MESSAGE_SPANS};
 #[cfg(feature = "reqwest")]
 pub use http::ReqwestMiddleware;
 #[cfg(feature = "tower")]

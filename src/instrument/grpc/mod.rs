@@ -29,6 +29,10 @@ use crate::instrument::TARGET;
 use crate::instrument::body::{InstrumentedBody, Observer, Unobserved};
 use crate::instrument::semconv;
 
+/// Messages per direction of one streaming call recorded as child spans; the rest are counted
+/// in `service_telemetry.rpc.message_spans.dropped`.
+pub const MAX_MESSAGE_SPANS: u64 = 64;
+
 /// Messages per direction recorded as `rpc.message` span events (with `rpc/dup` only).
 pub const MAX_MESSAGE_EVENTS: u64 = 64;
 
@@ -119,6 +123,10 @@ struct Call {
     status: Option<i64>,
     sent: u64,
     received: u64,
+    /// The first message of each direction (sent, received), held back until a second one
+    /// shows the call is a stream: a unary call gets no message spans.
+    first: [Option<(std::time::SystemTime, u64)>; 2],
+    message_spans_dropped: u64,
     finished: bool,
 }
 
@@ -155,6 +163,49 @@ impl Call {
                 ],
             );
         }
+        let now = std::time::SystemTime::now();
+        let slot = usize::from(!sent);
+        match id {
+            1 => self.first[slot] = Some((now, size)),
+            2 => {
+                if let Some((at, first_size)) = self.first[slot].take() {
+                    self.message_span(sent, 1, first_size, at);
+                }
+                self.message_span(sent, 2, size, now);
+            }
+            _ if id <= MAX_MESSAGE_SPANS => self.message_span(sent, id, size, now),
+            _ => self.message_spans_dropped += 1,
+        }
+    }
+
+    /// One message of a stream as a child span of the call, `{rpc.method} send` or
+    /// `{rpc.method} receive` (the operation names of the messaging conventions; the RPC
+    /// conventions define none for messages). Built with the OpenTelemetry API so the first
+    /// message, recorded once the second shows a stream, keeps its own time.
+    fn message_span(&self, sent: bool, id: u64, size: u64, at: std::time::SystemTime) {
+        use opentelemetry::trace::{Span as _, SpanKind, Tracer as _};
+        let parent = self.span.context();
+        if !parent.span().span_context().is_sampled() {
+            return;
+        }
+        let direction = if sent { "send" } else { "receive" };
+        let tracer = opentelemetry::global::tracer("service-telemetry");
+        let mut span = tracer
+            .span_builder(format!("{} {direction}", self.requested))
+            .with_kind(SpanKind::Internal)
+            .with_start_time(at)
+            .with_attributes([
+                KeyValue::new("rpc.system.name", "grpc"),
+                KeyValue::new("rpc.method", self.requested.clone()),
+                KeyValue::new(
+                    "service_telemetry.rpc.message.direction",
+                    if sent { "sent" } else { "received" },
+                ),
+                KeyValue::new("service_telemetry.rpc.message.id", id as i64),
+                KeyValue::new("service_telemetry.rpc.message.size", size as i64),
+            ])
+            .start_with_context(&tracer, &parent);
+        span.end_with_timestamp(at);
     }
 
     /// `complete` is false when the response stream was dropped before its end.
@@ -194,6 +245,12 @@ impl Call {
         );
         if self.duplicate {
             self.span.record("rpc.grpc.status_code", code);
+        }
+        if self.message_spans_dropped > 0 {
+            self.span.set_attribute(
+                "service_telemetry.rpc.message_spans.dropped",
+                self.message_spans_dropped as i64,
+            );
         }
         let failed = match self.side {
             // grpc.md "gRPC Status": only these codes make a server span an error.
@@ -355,6 +412,8 @@ fn start_call<B>(request: &Request<B>, side: Side, target: Option<&ServerTarget>
         status: None,
         sent: 0,
         received: 0,
+        first: [None, None],
+        message_spans_dropped: 0,
         finished: false,
     }))
 }
@@ -505,7 +564,7 @@ pub struct GrpcClient<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for GrpcServer<S>
 where
     S: Service<Request<InstrumentedBody<ReqBody>>, Response = Response<ResBody>>,
-    S::Error: std::fmt::Display,
+    S::Error: std::fmt::Display + std::fmt::Debug,
     ReqBody: Body,
     ResBody: Body,
 {
@@ -535,7 +594,7 @@ where
 impl<S, ResBody> Service<Request<tonic::body::Body>> for GrpcClient<S>
 where
     S: Service<Request<tonic::body::Body>, Response = Response<ResBody>>,
-    S::Error: std::fmt::Display,
+    S::Error: std::fmt::Display + std::fmt::Debug,
     ResBody: Body,
 {
     type Response = Response<InstrumentedBody<ResBody>>;
@@ -575,7 +634,7 @@ pin_project_lite::pin_project! {
 impl<F, ResBody, E> Future for GrpcFuture<F>
 where
     F: Future<Output = Result<Response<ResBody>, E>>,
-    E: std::fmt::Display,
+    E: std::fmt::Display + std::fmt::Debug,
     ResBody: Body,
 {
     type Output = Result<Response<InstrumentedBody<ResBody>>, E>;
@@ -611,11 +670,32 @@ where
             }
             Err(e) => {
                 let mut state = lock(&call);
-                state.status = Some(if state.side == Side::Server { 13 } else { 14 });
+                state.status = Some(match state.side {
+                    Side::Server => 13,
+                    // The Debug form shows the source chain (tonic's Display says only
+                    // "transport error").
+                    Side::Client => client_transport_code(&format!("{e:?}")),
+                });
                 state.finish(true, Some(e.to_string()));
                 Err(e)
             }
         })
+    }
+}
+
+/// The status a tonic client reports for a transport error, from the error's `Debug` text
+/// (which shows its source chain): an HTTP/2 stream reset with CANCEL is CANCELLED, the
+/// channel's deadline (`TimeoutExpired`, from `Request::set_timeout`) is DEADLINE_EXCEEDED, as
+/// the gRPC status codes define it (tonic itself hands the caller CANCELLED "Timeout expired"),
+/// anything else UNAVAILABLE.
+fn client_transport_code(text: &str) -> i64 {
+    let text = text.to_ascii_lowercase();
+    if text.contains("timeoutexpired") || text.contains("timed out") || text.contains("deadline") {
+        4
+    } else if text.contains("stream no longer needed") || text.contains("cancel") {
+        1
+    } else {
+        14
     }
 }
 
@@ -679,6 +759,29 @@ mod tests {
             )
         );
         assert_eq!(t("[::1]:50051"), ("::1".into(), Some(50051)));
+    }
+
+    #[test]
+    fn transport_errors_get_the_status_tonic_reports() {
+        assert_eq!(
+            client_transport_code("http2 error: stream error received: stream no longer needed"),
+            1
+        );
+        assert_eq!(
+            client_transport_code(
+                "tonic::transport::Error(Transport, hyper::Error(Http2, Error { kind: Reset(StreamId(1), CANCEL, Remote) }))"
+            ),
+            1
+        );
+        assert_eq!(client_transport_code("request timed out"), 4);
+        assert_eq!(
+            client_transport_code("tonic::transport::Error(Transport, TimeoutExpired(()))"),
+            4
+        );
+        assert_eq!(
+            client_transport_code("tcp connect error: Connection refused"),
+            14
+        );
     }
 
     #[test]
