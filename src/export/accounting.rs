@@ -421,11 +421,17 @@ pub(crate) fn register_metrics(
             Signal::Logs => ("log", "{log_record}", "batching_log_processor"),
             Signal::Metrics => continue,
         };
-        let exporter_attrs = [KeyValue::new(
-            "otel.component.type",
-            exporter_type(ledger.signal),
-        )];
-        let processor_attrs = [KeyValue::new("otel.component.type", processor)];
+        // otel registry: a name unique in the process, `{type}/{index}` as it suggests; each
+        // signal has one pipeline of each component.
+        let exporter = exporter_type(ledger.signal);
+        let exporter_attrs = [
+            KeyValue::new("otel.component.type", exporter.clone()),
+            KeyValue::new("otel.component.name", format!("{exporter}/0")),
+        ];
+        let processor_attrs = [
+            KeyValue::new("otel.component.type", processor),
+            KeyValue::new("otel.component.name", format!("{processor}/0")),
+        ];
 
         let (l, attrs) = (ledger.clone(), exporter_attrs.clone());
         meter
@@ -664,18 +670,17 @@ mod tests {
             .collect();
         points.sort();
         let points: Vec<(&str, u64)> = points.iter().map(|(a, n)| (a.as_str(), *n)).collect();
+        const NAME: &str = "otel.component.name=otlp_grpc_span_exporter/0";
+        const TYPE: &str = "otel.component.type=otlp_grpc_span_exporter";
         assert_eq!(
             points,
             [
                 (
-                    "error.type=connection_refused,otel.component.type=otlp_grpc_span_exporter",
+                    format!("error.type=connection_refused,{NAME},{TYPE}").as_str(),
                     1
                 ),
-                (
-                    "error.type=timeout,otel.component.type=otlp_grpc_span_exporter",
-                    1
-                ),
-                ("otel.component.type=otlp_grpc_span_exporter", 1),
+                (format!("error.type=timeout,{NAME},{TYPE}").as_str(), 1),
+                (format!("{NAME},{TYPE}").as_str(), 1),
             ]
         );
     }
