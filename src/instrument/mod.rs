@@ -6,9 +6,9 @@
 //! |---|---|---|
 //! | [`HttpServerLayer`] (axum, hyper) | `SERVER` `{method} {route}` | `http.server.request.duration`, `http.server.active_requests` |
 //! | [`HttpClientLayer`] (tower clients), `ReqwestMiddleware` (feature `reqwest`) | `CLIENT` `{method}` | `http.client.request.duration` |
-//! | `GrpcServerLayer` (tonic servers, feature `tonic`) | `SERVER` `{service}/{method}` | `rpc.server.call.duration` |
-//! | `GrpcClientLayer` (tonic channels, feature `tonic`) | `CLIENT` `{service}/{method}` | `rpc.client.call.duration` |
-//! | `sqlx::TracedPool` (PostgreSQL, feature `sqlx`) | `CLIENT` `{operation} {table}` | `db.client.operation.duration` |
+//! | `GrpcServerLayer` (tonic servers, feature `tonic`) | `SERVER` `{rpc.method}` (`package.Service/Method`), a child per stream message | `rpc.server.call.duration` |
+//! | `GrpcClientLayer` (tonic channels, feature `tonic`) | `CLIENT` `{rpc.method}`, a child per stream message | `rpc.client.call.duration` |
+//! | `sqlx::TracedPool` (PostgreSQL, feature `sqlx`) | `CLIENT` `{db.query.summary}` (`SELECT orders`) | `db.client.operation.duration` |
 //! | `redis::TracedConnection` (feature `redis`) | `CLIENT` `{command}` | `db.client.operation.duration` |
 //!
 //! Spans are `tracing` spans exported through `tracing-opentelemetry`, so every log line
