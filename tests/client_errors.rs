@@ -3,35 +3,19 @@
 //! Installs globals, so it has this file alone.
 #![cfg(all(feature = "reqwest", feature = "tower"))]
 
+mod common;
+
+use common::memory::global_memory_exporter;
+
 use std::net::TcpListener;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use opentelemetry::trace::{Status, TracerProvider as _};
-use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use opentelemetry::trace::Status;
+use opentelemetry_sdk::trace::SpanData;
 use service_telemetry::instrument::{HttpClientLayer, ReqwestMiddleware};
 use tower::{Layer as _, ServiceExt as _};
-use tracing_subscriber::layer::SubscriberExt as _;
 
 const SECRET: &str = "s3cr3t-T0KEN";
-
-fn exporter() -> &'static InMemorySpanExporter {
-    static SETUP: OnceLock<(InMemorySpanExporter, SdkTracerProvider)> = OnceLock::new();
-    &SETUP
-        .get_or_init(|| {
-            let exporter = InMemorySpanExporter::default();
-            let provider = SdkTracerProvider::builder()
-                .with_simple_exporter(exporter.clone())
-                .build();
-            let subscriber = tracing_subscriber::registry()
-                .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
-            tracing::subscriber::set_global_default(subscriber).expect("only global subscriber");
-            opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-            (exporter, provider)
-        })
-        .0
-}
 
 /// The tests share the exporter: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -68,7 +52,7 @@ fn status_text(span: &SpanData) -> String {
 }
 
 async fn reqwest_call(url: &str, timeout: Duration) -> SpanData {
-    let exporter = exporter();
+    let exporter = global_memory_exporter();
     exporter.reset();
     let client = reqwest_middleware::ClientBuilder::new(
         reqwest::Client::builder()
@@ -127,7 +111,7 @@ async fn a_timeout_is_a_timeout_without_the_token() {
 #[tokio::test]
 async fn the_tower_layer_redacts_urls_quoted_in_any_error_text() {
     let _serial = SERIAL.lock().await;
-    let exporter = exporter();
+    let exporter = global_memory_exporter();
     exporter.reset();
     let failing = tower::service_fn(|_request: http::Request<()>| async move {
         Err::<http::Response<()>, String>(format!(

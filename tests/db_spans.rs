@@ -6,37 +6,23 @@
 
 mod common;
 
-use std::sync::OnceLock;
+use common::memory::global_memory_exporter;
+
 use std::time::Duration;
 
 use common::servers::{Postgres, Redis};
-use opentelemetry::trace::{Status, TracerProvider as _};
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use opentelemetry::trace::Status;
+use opentelemetry_sdk::trace::SpanData;
 use redis::AsyncCommands as _;
 use service_telemetry::instrument::redis::TracedConnection;
 use service_telemetry::instrument::sqlx::TracedPool;
 use tracing::Instrument as _;
-use tracing_subscriber::layer::SubscriberExt as _;
-
-fn exporter() -> &'static InMemorySpanExporter {
-    static SETUP: OnceLock<(InMemorySpanExporter, SdkTracerProvider)> = OnceLock::new();
-    &SETUP
-        .get_or_init(|| {
-            let exporter = InMemorySpanExporter::default();
-            let provider = SdkTracerProvider::builder()
-                .with_simple_exporter(exporter.clone())
-                .build();
-            let subscriber = tracing_subscriber::registry()
-                .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
-            tracing::subscriber::set_global_default(subscriber).expect("only global subscriber");
-            (exporter, provider)
-        })
-        .0
-}
 
 fn take_spans() -> Vec<SpanData> {
-    let spans = exporter().get_finished_spans().expect("spans");
-    exporter().reset();
+    let spans = global_memory_exporter()
+        .get_finished_spans()
+        .expect("spans");
+    global_memory_exporter().reset();
     spans
 }
 
@@ -66,7 +52,7 @@ fn text(span: &SpanData, key: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrappers_in_detail() {
-    exporter();
+    global_memory_exporter();
     let postgres = Postgres::start();
     let redis_server = Redis::start();
     postgres_details(&postgres).await;

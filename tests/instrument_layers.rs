@@ -2,32 +2,17 @@
 //! status, and malformed propagation headers. Installs globals, so it has this file alone.
 #![cfg(feature = "axum")]
 
-use std::sync::OnceLock;
+mod common;
+
+use common::memory::global_memory_exporter;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::routing::get;
-use opentelemetry::trace::{SpanKind, Status, TracerProvider as _};
-use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use opentelemetry::trace::{SpanKind, Status};
+use opentelemetry_sdk::trace::SpanData;
 use service_telemetry::instrument::HttpServerLayer;
 use tower::ServiceExt as _;
-use tracing_subscriber::layer::SubscriberExt as _;
-
-fn exporter() -> &'static (InMemorySpanExporter, SdkTracerProvider) {
-    static SETUP: OnceLock<(InMemorySpanExporter, SdkTracerProvider)> = OnceLock::new();
-    SETUP.get_or_init(|| {
-        let exporter = InMemorySpanExporter::default();
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(exporter.clone())
-            .build();
-        let subscriber = tracing_subscriber::registry()
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
-        tracing::subscriber::set_global_default(subscriber).expect("only global subscriber");
-        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-        (exporter, provider)
-    })
-}
 
 fn app() -> axum::Router {
     axum::Router::new()
@@ -43,7 +28,7 @@ fn app() -> axum::Router {
 /// Sends one request through the layer, reads the whole body (which ends the span), and
 /// returns the spans exported for it.
 async fn roundtrip(request: Request<Body>) -> (StatusCode, Vec<SpanData>) {
-    let (exporter, _) = exporter();
+    let exporter = global_memory_exporter();
     let response = app().oneshot(request).await.expect("infallible");
     let status = response.status();
     axum::body::to_bytes(response.into_body(), usize::MAX)
@@ -184,7 +169,7 @@ async fn server_layer_spans() {
     assert_eq!(spans[0].status, Status::Unset, "4xx is not a server error");
 
     // A request abandoned before it answers (client gone, timeout) still ends its span.
-    let (exporter, _) = exporter();
+    let exporter = global_memory_exporter();
     let abandoned = tokio::time::timeout(
         std::time::Duration::from_millis(20),
         app().oneshot(Request::get("/hang").body(Body::empty()).unwrap()),
@@ -223,7 +208,7 @@ async fn server_layer_spans() {
     // A query: url.query recorded with sensitive values redacted; the client behind a proxy
     // and the peer the server saw.
     let mut request = Request::get("/users/3?sig=s3cr3t&page=2&access_token=t0k")
-        .header("x-forwarded-for", "203.0.113.195, 10.0.0.1")
+        .header("x-forwarded-for", "203.0.113.195, 198.51.100.10")
         .body(Body::empty())
         .unwrap();
     request

@@ -138,6 +138,14 @@ impl ProcessReader {
     }
 }
 
+/// An up-down counter read from a sample: name, unit, description, value.
+type Gauge = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Sample) -> Option<u64>,
+);
+
 fn cpu_mode(mode: &'static str) -> [KeyValue; 1] {
     [KeyValue::new("cpu.mode", mode)]
 }
@@ -175,51 +183,46 @@ pub(crate) fn register(meter: &Meter, reader: Arc<ProcessReader>) {
             }
         })
         .build();
-    let r = reader.clone();
-    meter
-        .i64_observable_up_down_counter("process.memory.usage")
-        .with_unit("By")
-        .with_description("The amount of physical memory in use.")
-        .with_callback(move |observer| {
-            if let Some(s) = r.sample() {
-                observer.observe(clamp_i64(s.resident_bytes), &[]);
-            }
-        })
-        .build();
-    let r = reader.clone();
-    meter
-        .i64_observable_up_down_counter("process.memory.virtual")
-        .with_unit("By")
-        .with_description("The amount of committed virtual memory.")
-        .with_callback(move |observer| {
-            if let Some(s) = r.sample() {
-                observer.observe(clamp_i64(s.virtual_bytes), &[]);
-            }
-        })
-        .build();
-    let r = reader.clone();
-    meter
-        .i64_observable_up_down_counter("process.thread.count")
-        .with_unit("{thread}")
-        .with_description("Process threads count.")
-        .with_callback(move |observer| {
-            if let Some(s) = r.sample() {
-                observer.observe(clamp_i64(s.threads), &[]);
-            }
-        })
-        .build();
-    // v1.44.0 name; `process.open_file_descriptor.count` is its deprecated predecessor.
-    let r = reader.clone();
-    meter
-        .i64_observable_up_down_counter("process.unix.file_descriptor.count")
-        .with_unit("{file_descriptor}")
-        .with_description("Number of unix file descriptors in use by the process.")
-        .with_callback(move |observer| {
-            if let Some(n) = r.sample().and_then(|s| s.open_fds) {
-                observer.observe(clamp_i64(n), &[]);
-            }
-        })
-        .build();
+    let gauges: [Gauge; 4] = [
+        (
+            "process.memory.usage",
+            "By",
+            "The amount of physical memory in use.",
+            |s| Some(s.resident_bytes),
+        ),
+        (
+            "process.memory.virtual",
+            "By",
+            "The amount of committed virtual memory.",
+            |s| Some(s.virtual_bytes),
+        ),
+        (
+            "process.thread.count",
+            "{thread}",
+            "Process threads count.",
+            |s| Some(s.threads),
+        ),
+        // v1.44.0 name; `process.open_file_descriptor.count` is its deprecated predecessor.
+        (
+            "process.unix.file_descriptor.count",
+            "{file_descriptor}",
+            "Number of unix file descriptors in use by the process.",
+            |s| s.open_fds,
+        ),
+    ];
+    for (name, unit, description, read) in gauges {
+        let r = reader.clone();
+        meter
+            .i64_observable_up_down_counter(name)
+            .with_unit(unit)
+            .with_description(description)
+            .with_callback(move |observer| {
+                if let Some(n) = r.sample().as_ref().and_then(read) {
+                    observer.observe(clamp_i64(n), &[]);
+                }
+            })
+            .build();
+    }
     let r = reader.clone();
     meter
         .u64_observable_counter("process.context_switches")

@@ -2,6 +2,7 @@
 
 pub mod child;
 pub mod collector;
+pub mod memory;
 pub mod probe;
 pub mod servers;
 pub mod tls;

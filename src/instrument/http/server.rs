@@ -136,6 +136,8 @@ where
         // http-spans.md: url.query is required when the request has one, redacted.
         let query = request.uri().query().map(semconv::redact_query);
         let peer = semconv::peer_address(&request);
+        let peer_ip = peer.map(|p| p.ip().to_string());
+        let client = semconv::client_address(&request).or_else(|| peer_ip.clone());
         let span = tracing::info_span!(
             target: TARGET,
             "HTTP request",
@@ -147,8 +149,8 @@ where
             url.path = %path,
             url.query = query.as_deref(),
             url.scheme = scheme,
-            client.address = semconv::client_address(&request).or_else(|| peer.map(|p| p.ip().to_string())),
-            network.peer.address = peer.map(|p| p.ip().to_string()),
+            client.address = client.as_deref(),
+            network.peer.address = peer_ip.as_deref(),
             network.peer.port = peer.map(|p| i64::from(p.port())),
             http.route = route.as_deref(),
             server.address = address.as_str(),
