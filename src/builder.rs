@@ -254,6 +254,16 @@ impl TelemetryBuilder {
         self
     }
 
+    /// The RPC conventions the gRPC layers emit when `OTEL_SEMCONV_STABILITY_OPT_IN` names
+    /// neither `rpc` nor `rpc/dup`. Default [`crate::RpcConventions::Stable`] (v1.44.0);
+    /// [`crate::RpcConventions::Experimental`] keeps the v1.37.0 names for dashboards not yet migrated,
+    /// and lets operators migrate per deployment with the variable, as the conventions'
+    /// migration guide intends.
+    pub fn rpc_conventions(mut self, conventions: crate::RpcConventions) -> Self {
+        self.defaults.rpc_conventions = Some(conventions);
+        self
+    }
+
     /// Most attribute sets per metric, used when `OTEL_METRICS_CARDINALITY_LIMIT` is unset.
     /// Default 2000.
     pub fn metrics_cardinality_limit(mut self, limit: usize) -> Self {
@@ -453,7 +463,9 @@ pub(crate) fn subscriber(
     let filter = EnvFilter::builder()
         .parse(&config.log_filter)
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let tracer = pipelines.tracer_provider.tracer("service-telemetry");
+    let tracer = crate::propagation::RandomFlagTracer::new(
+        pipelines.tracer_provider.tracer("service-telemetry"),
+    );
     // A bare `target` attribute is no registry name (semconv v1.44.0 `code.*` registry); the
     // location's `code.module.name` is dropped from exported spans by the admission check.
     let spans = tracing_opentelemetry::layer()

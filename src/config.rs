@@ -40,6 +40,9 @@ pub struct Defaults {
     pub tokio_metrics: Option<bool>,
     /// Per-metric cardinality limit used when `OTEL_METRICS_CARDINALITY_LIMIT` is unset.
     pub cardinality_limit: Option<usize>,
+    /// The RPC conventions used when `OTEL_SEMCONV_STABILITY_OPT_IN` names neither `rpc` nor
+    /// `rpc/dup` (`None`: [`RpcConventions::Stable`]).
+    pub rpc_conventions: Option<RpcConventions>,
 }
 
 /// The effective configuration after reading the environment.
@@ -76,19 +79,27 @@ pub struct Config {
     pub rpc_conventions: RpcConventions,
 }
 
-/// The RPC semantic conventions the gRPC layers emit, chosen with `OTEL_SEMCONV_STABILITY_OPT_IN`
-/// as the conventions' migration guide describes (`rpc`: the stable ones; `rpc/dup`: both).
-/// Unlike that guide's default for instrumentations already shipping the old names, this
-/// 0.x crate emits the v1.44.0 names unless told otherwise.
+/// The RPC semantic conventions the gRPC layers emit. The conventions' migration guide
+/// (`docs/non-normative/rpc-migration.md`) has three: the experimental ones of v1.37.0, the
+/// v1.44.0 ones, and both. The code picks one with `TelemetryBuilder::rpc_conventions`
+/// (default [`RpcConventions::Stable`]); `OTEL_SEMCONV_STABILITY_OPT_IN` overrides it as the
+/// guide describes (`rpc`: stable only; `rpc/dup`: both, winning over `rpc`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum RpcConventions {
     /// v1.44.0: `rpc.system.name`, fully qualified `rpc.method`, `rpc.response.status_code`.
     #[default]
     Stable,
-    /// The stable attributes plus the experimental ones backends may still query
-    /// (`rpc.system`, `rpc.service`, `rpc.grpc.status_code`, `rpc.message` events).
+    /// Both: the stable span attributes plus the experimental ones backends may still query
+    /// (`rpc.system`, `rpc.service`, `rpc.grpc.status_code`, `rpc.message` events; `rpc.method`
+    /// keeps its stable, fully qualified value), and both duration metrics, each with its own
+    /// attributes (`rpc.server.call.duration` in seconds, `rpc.server.duration` in
+    /// milliseconds; the same for the client).
     Duplicate,
+    /// The experimental conventions of v1.37.0 only, for dashboards not yet migrated:
+    /// `rpc.system`, `rpc.service`, the short `rpc.method`, the integer `rpc.grpc.status_code`,
+    /// `rpc.message` events, and `rpc.server.duration` / `rpc.client.duration` in milliseconds.
+    Experimental,
 }
 
 /// A resource detector run at `init` (see the README's "Who is speaking").

@@ -102,4 +102,14 @@ async fn the_installed_propagator_follows_the_w3c_rules_through_the_server_layer
         sent.ends_with("-03"),
         "the random flag is propagated: {sent}"
     );
+
+    // Level 2, 3.2.2.5.2: a trace started here has random ids, and says so; a sampled-out
+    // parent's flags are kept as they came.
+    let (sent, _) = call(&[]).await;
+    let flags = u8::from_str_radix(sent.get(53..55).unwrap_or("zz"), 16);
+    assert_eq!(flags.map(|f| f & 0x02), Ok(0x02), "random set: {sent}");
+    let (sent, _) = call(&[("traceparent", &format!("00-{TRACE}-{PARENT}-02"))]).await;
+    assert!(sent.ends_with("-02"), "not sampled, random kept: {sent}");
+    let (sent, _) = call(&[("traceparent", &format!("00-{TRACE}-{PARENT}-00"))]).await;
+    assert!(sent.ends_with("-00"), "not sampled, not random: {sent}");
 }

@@ -135,22 +135,25 @@ pub(super) fn resolve(env: &mut Env<'_>, defaults: &Defaults) -> Config {
         shutdown: resolve_shutdown(env, defaults),
         resource_detectors: resolve_detectors(env, defaults),
         metric_settings: resolve_metric_settings(env, defaults),
-        rpc_conventions: resolve_rpc_conventions(env),
+        rpc_conventions: resolve_rpc_conventions(env, defaults),
     }
 }
 
 /// `OTEL_SEMCONV_STABILITY_OPT_IN` is shared by every instrumentation of the process, so
 /// values for other domains (`http`, `database/dup`, ...) are not ours to reject; `rpc/dup`
-/// wins over `rpc`, as the conventions say.
-fn resolve_rpc_conventions(env: &mut Env<'_>) -> RpcConventions {
+/// wins over `rpc`, as the conventions say. Neither: the code's choice.
+fn resolve_rpc_conventions(env: &mut Env<'_>, defaults: &Defaults) -> RpcConventions {
     let raw = env.get("OTEL_SEMCONV_STABILITY_OPT_IN").unwrap_or_default();
-    if raw
-        .split(',')
-        .any(|v| v.trim().eq_ignore_ascii_case("rpc/dup"))
-    {
+    let named = |wanted: &str| {
+        raw.split(',')
+            .any(|v| v.trim().eq_ignore_ascii_case(wanted))
+    };
+    if named("rpc/dup") {
         RpcConventions::Duplicate
-    } else {
+    } else if named("rpc") {
         RpcConventions::Stable
+    } else {
+        defaults.rpc_conventions.unwrap_or_default()
     }
 }
 

@@ -2833,3 +2833,30 @@ fn resource_detectors_can_be_turned_off_one_by_one() {
     let (config, _) = resolve_with(&code, &[("OTEL_RESOURCE_DETECTORS_DISABLED", "none")]);
     assert_eq!(config.resource_detectors, ResourceDetector::ALL.to_vec());
 }
+
+/// rpc-migration.md: `rpc` emits the stable conventions, `rpc/dup` both (winning over `rpc`),
+/// anything else the code's choice; values for other domains are not ours to warn about.
+#[test]
+fn rpc_conventions_from_the_opt_in_list_over_code() {
+    const VAR: &str = "OTEL_SEMCONV_STABILITY_OPT_IN";
+    let (config, _) = resolve_on(&[]);
+    assert_eq!(config.rpc_conventions, RpcConventions::Stable);
+    let code = Defaults {
+        rpc_conventions: Some(RpcConventions::Experimental),
+        ..enabled_defaults()
+    };
+    for (raw, want) in [
+        (None, RpcConventions::Experimental),
+        (Some("http,database/dup"), RpcConventions::Experimental),
+        (Some("rpc"), RpcConventions::Stable),
+        (Some(" RPC , http"), RpcConventions::Stable),
+        (Some("rpc,rpc/dup"), RpcConventions::Duplicate),
+        (Some("rpc/dup"), RpcConventions::Duplicate),
+        (Some("rpcx"), RpcConventions::Experimental),
+    ] {
+        let vars: Vec<(&str, &str)> = raw.map(|r| (VAR, r)).into_iter().collect();
+        let (config, warnings) = resolve_with(&code, &vars);
+        assert_eq!(config.rpc_conventions, want, "{raw:?}");
+        assert_no_warnings(&warnings, raw.unwrap_or_default());
+    }
+}

@@ -134,6 +134,7 @@ impl<P: SpanProcessor> SpanProcessor for AdmittedSpans<P> {
             return;
         }
         truncate_span(&mut span, self.value_limit);
+        crate::propagation::mark_random_root(&mut span);
         // tracing-opentelemetry's location attributes: `code.file.path` and `code.line.number`
         // are registry names, `code.module.name` is none (semconv v1.44.0 `code.*`).
         span.attributes

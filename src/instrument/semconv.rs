@@ -1,7 +1,7 @@
 //! Semantic-convention names and value mappings shared by the layers.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use http::{Method, Version};
 use opentelemetry::metrics::{Histogram, Meter, UpDownCounter};
@@ -11,22 +11,46 @@ pub(crate) const DURATION_BOUNDARIES: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
 
-static RPC_DUPLICATE: AtomicBool = AtomicBool::new(false);
+static RPC_CONVENTIONS: AtomicU8 = AtomicU8::new(0);
 
-/// Set by `init` from `OTEL_SEMCONV_STABILITY_OPT_IN`; the layers are built by the service,
-/// before or after `init`, so they read it when a call starts.
+/// Set by `init` from `OTEL_SEMCONV_STABILITY_OPT_IN` and the builder; the layers are built by
+/// the service, before or after `init`, so they read it when a call starts.
 #[cfg_attr(not(feature = "tonic"), allow(dead_code))]
 pub(crate) fn set_rpc_conventions(conventions: crate::config::RpcConventions) {
-    RPC_DUPLICATE.store(
-        conventions == crate::config::RpcConventions::Duplicate,
-        Ordering::Relaxed,
-    );
+    use crate::config::RpcConventions::*;
+    let code = match conventions {
+        Stable => 0,
+        Duplicate => 1,
+        Experimental => 2,
+    };
+    RPC_CONVENTIONS.store(code, Ordering::Relaxed);
 }
 
-/// Whether the experimental RPC attributes are emitted beside the stable ones (`rpc/dup`).
+/// Which RPC names the gRPC layers emit: (the v1.44.0 ones, the v1.37.0 experimental ones).
 #[cfg_attr(not(feature = "tonic"), allow(dead_code))]
-pub(crate) fn rpc_duplicate() -> bool {
-    RPC_DUPLICATE.load(Ordering::Relaxed)
+pub(crate) fn rpc_conventions() -> RpcNames {
+    match RPC_CONVENTIONS.load(Ordering::Relaxed) {
+        1 => RpcNames {
+            stable: true,
+            experimental: true,
+        },
+        2 => RpcNames {
+            stable: false,
+            experimental: true,
+        },
+        _ => RpcNames {
+            stable: true,
+            experimental: false,
+        },
+    }
+}
+
+/// The sets of RPC names a call emits; at least one is true.
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(feature = "tonic"), allow(dead_code))]
+pub(crate) struct RpcNames {
+    pub(crate) stable: bool,
+    pub(crate) experimental: bool,
 }
 
 /// `rpc.response.status_code` for gRPC: the status code's name (semconv v1.44.0,
@@ -146,8 +170,17 @@ pub(crate) fn url_full(uri: &http::Uri) -> String {
 
 /// `network.peer.address` / `.port` of a server request: the socket address the server put in
 /// the request's extensions (axum's `ConnectInfo<SocketAddr>`, from
-/// `into_make_service_with_connect_info`, or a `SocketAddr` a hyper server inserted).
+/// `into_make_service_with_connect_info`; tonic's `TcpConnectInfo`, which its server adds to
+/// every request before the layers run; or a `SocketAddr` a hyper server inserted).
 pub(crate) fn peer_address<B>(request: &http::Request<B>) -> Option<std::net::SocketAddr> {
+    #[cfg(feature = "tonic")]
+    if let Some(address) = request
+        .extensions()
+        .get::<tonic::transport::server::TcpConnectInfo>()
+        .and_then(tonic::transport::server::TcpConnectInfo::remote_addr)
+    {
+        return Some(address);
+    }
     #[cfg(feature = "axum")]
     if let Some(info) = request
         .extensions()
@@ -238,6 +271,17 @@ fn duration_histogram(name: &'static str, description: &'static str) -> Histogra
         .build()
 }
 
+/// The v1.37.0 RPC duration metrics were in milliseconds; the same boundaries, scaled.
+#[cfg(feature = "tonic")]
+fn duration_histogram_ms(name: &'static str, description: &'static str) -> Histogram<f64> {
+    meter()
+        .f64_histogram(name)
+        .with_unit("ms")
+        .with_description(description)
+        .with_boundaries(DURATION_BOUNDARIES.iter().map(|s| s * 1000.0).collect())
+        .build()
+}
+
 /// Instruments created on first use, so a layer built before `init` still reports to the
 /// provider `init` installs.
 pub(crate) struct Instruments {
@@ -248,6 +292,12 @@ pub(crate) struct Instruments {
     pub(crate) rpc_server_duration: Histogram<f64>,
     #[cfg(feature = "tonic")]
     pub(crate) rpc_client_duration: Histogram<f64>,
+    /// `rpc.server.duration` (ms), the v1.37.0 name, for `rpc/dup` and the experimental mode.
+    #[cfg(feature = "tonic")]
+    pub(crate) rpc_server_duration_ms: Histogram<f64>,
+    /// `rpc.client.duration` (ms), likewise.
+    #[cfg(feature = "tonic")]
+    pub(crate) rpc_client_duration_ms: Histogram<f64>,
 }
 
 pub(crate) fn instruments() -> &'static Instruments {
@@ -275,6 +325,16 @@ pub(crate) fn instruments() -> &'static Instruments {
         rpc_client_duration: duration_histogram(
             "rpc.client.call.duration",
             "Duration of RPCs made by the client.",
+        ),
+        #[cfg(feature = "tonic")]
+        rpc_server_duration_ms: duration_histogram_ms(
+            "rpc.server.duration",
+            "Measures the duration of inbound RPC.",
+        ),
+        #[cfg(feature = "tonic")]
+        rpc_client_duration_ms: duration_histogram_ms(
+            "rpc.client.duration",
+            "Measures the duration of outbound RPC.",
         ),
     })
 }

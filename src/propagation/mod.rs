@@ -28,7 +28,10 @@ use opentelemetry_sdk::propagation::BaggagePropagator;
 use crate::config::Propagator;
 
 mod b3;
+mod random_flag;
 mod tracecontext;
+
+pub(crate) use random_flag::{RandomFlagTracer, mark_random_root};
 
 /// Installs the propagators as the global one (the SDK's default global is a no-op).
 pub(crate) fn install(propagators: &[Propagator]) {

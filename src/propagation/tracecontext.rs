@@ -1,5 +1,6 @@
 //! W3C Trace Context (`traceparent`, `tracestate`), parsed to the letter of the
-//! specification (Level 1, with the Level 2 `random` flag kept). The SDK's propagator accepts
+//! specification (Level 1, with the Level 2 `random` flag kept; the spans' tracer sets it on
+//! the traces the crate starts, see `random_flag`). The SDK's propagator accepts
 //! fields of the wrong length, reads only the first of several header lines and keeps
 //! `tracestate` members the grammar rejects; this one does not.
 //!
@@ -180,8 +181,18 @@ pub(crate) fn parse_tracestate(joined: &str) -> Option<TraceState> {
             return None;
         }
     }
-    // The API's own check is looser than the grammar above, so it accepts what passed it.
-    TraceState::from_key_value(members).ok()
+    // The API (opentelemetry 0.33) refuses one key the grammar allows, a system id of 14
+    // characters (`system-id = lcalpha 0*13(...)`); a SpanContext cannot hold such a member,
+    // so it alone is left out rather than the whole list.
+    TraceState::from_key_value(members.iter().copied())
+        .or_else(|_| {
+            TraceState::from_key_value(
+                members
+                    .into_iter()
+                    .filter(|member| TraceState::from_key_value([*member]).is_ok()),
+            )
+        })
+        .ok()
 }
 
 #[cfg(test)]
@@ -414,6 +425,11 @@ mod tests {
                 "t@abcdefghijklm=1".into(),
                 Some("t@abcdefghijklm=1"),
                 "system id of 13",
+            ),
+            (
+                "t@abcdefghijklmn=1,a=2".into(),
+                Some("a=2"),
+                "system id of 14: valid, but the API cannot hold it; the rest is kept",
             ),
             ("Abc=1".into(), None, "uppercase key"),
             ("1abc=1".into(), None, "simple key starting with a digit"),

@@ -6,9 +6,9 @@
 //! from the gRPC length prefixes and recorded when the call ends as
 //! `service_telemetry.rpc.messages.sent` / `.received` (the conventions define no such
 //! attribute, so the names are in the crate's namespace). The `rpc.message` events are
-//! deprecated in v1.44.0 with no replacement; they are emitted only with
-//! `OTEL_SEMCONV_STABILITY_OPT_IN=rpc/dup`, for the first [`MAX_MESSAGE_EVENTS`] messages of
-//! each direction.
+//! deprecated in v1.44.0 with no replacement; they are emitted only where the v1.37.0
+//! names are ([`crate::RpcConventions`]: `rpc/dup` or the experimental mode), for the first
+//! [`MAX_MESSAGE_EVENTS`] messages of each direction.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -116,8 +116,8 @@ struct Call {
     requested: String,
     /// (`package.Service`, `Method`), when the path names a method.
     parts: Option<(String, String)>,
-    /// Whether the experimental attributes are emitted too (`rpc/dup`).
-    duplicate: bool,
+    /// Which conventions' names the call emits.
+    names: semconv::RpcNames,
     address: String,
     port: Option<u16>,
     status: Option<i64>,
@@ -153,7 +153,7 @@ impl Call {
             self.received += 1;
             self.received
         };
-        if self.duplicate && id <= MAX_MESSAGE_EVENTS {
+        if self.names.experimental && id <= MAX_MESSAGE_EVENTS {
             self.span.add_event(
                 "rpc.message",
                 vec![
@@ -190,22 +190,43 @@ impl Call {
         }
         let direction = if sent { "send" } else { "receive" };
         let tracer = opentelemetry::global::tracer("service-telemetry");
+        let mut attributes = self.call_attributes(self.requested.as_str());
+        attributes.extend([
+            KeyValue::new(
+                "service_telemetry.rpc.message.direction",
+                if sent { "sent" } else { "received" },
+            ),
+            KeyValue::new("service_telemetry.rpc.message.id", id as i64),
+            KeyValue::new("service_telemetry.rpc.message.size", size as i64),
+        ]);
         let mut span = tracer
             .span_builder(format!("{} {direction}", self.requested))
             .with_kind(SpanKind::Internal)
             .with_start_time(at)
-            .with_attributes([
-                KeyValue::new("rpc.system.name", "grpc"),
-                KeyValue::new("rpc.method", self.requested.clone()),
-                KeyValue::new(
-                    "service_telemetry.rpc.message.direction",
-                    if sent { "sent" } else { "received" },
-                ),
-                KeyValue::new("service_telemetry.rpc.message.id", id as i64),
-                KeyValue::new("service_telemetry.rpc.message.size", size as i64),
-            ])
+            .with_attributes(attributes)
             .start_with_context(&tracer, &parent);
         span.end_with_timestamp(at);
+    }
+
+    /// What names the call, in the conventions it emits: v1.44.0 `rpc.system.name` and the
+    /// fully qualified `rpc.method` (`method`, which may be `_OTHER`); v1.37.0 `rpc.system`,
+    /// `rpc.service` and the short `rpc.method` (when both, `rpc.method` keeps the stable value).
+    fn call_attributes(&self, method: &str) -> Vec<KeyValue> {
+        let mut attributes = Vec::with_capacity(4);
+        if self.names.stable {
+            attributes.push(KeyValue::new("rpc.system.name", "grpc"));
+            attributes.push(KeyValue::new("rpc.method", method.to_owned()));
+        }
+        if self.names.experimental {
+            attributes.push(KeyValue::new("rpc.system", "grpc"));
+            if let Some((service, short)) = &self.parts {
+                attributes.push(KeyValue::new("rpc.service", service.clone()));
+                if !self.names.stable {
+                    attributes.push(KeyValue::new("rpc.method", short.clone()));
+                }
+            }
+        }
+        attributes
     }
 
     /// `complete` is false when the response stream was dropped before its end.
@@ -229,23 +250,27 @@ impl Call {
         } else {
             "_OTHER"
         };
-        self.span.record("rpc.method", method);
-        if !recognized {
-            self.span
-                .record("rpc.method_original", self.requested.as_str());
-            // "{rpc.method} if it is available and not set to _OTHER", else the system.
-            self.span.context().span().update_name("grpc");
+        if self.names.stable {
+            self.span.record("rpc.method", method);
+            if !recognized {
+                self.span
+                    .record("rpc.method_original", self.requested.as_str());
+                // "{rpc.method} if it is available and not set to _OTHER", else the system.
+                self.span.context().span().update_name("grpc");
+            }
+            self.span.record("rpc.response.status_code", status);
+        } else if let Some((_, short)) = &self.parts {
+            self.span.record("rpc.method", short.as_str());
         }
-        self.span.record("rpc.response.status_code", status);
+        if self.names.experimental {
+            self.span.record("rpc.grpc.status_code", code);
+        }
         self.span
             .set_attribute("service_telemetry.rpc.messages.sent", self.sent as i64);
         self.span.set_attribute(
             "service_telemetry.rpc.messages.received",
             self.received as i64,
         );
-        if self.duplicate {
-            self.span.record("rpc.grpc.status_code", code);
-        }
         if self.message_spans_dropped > 0 {
             self.span.set_attribute(
                 "service_telemetry.rpc.message_spans.dropped",
@@ -260,7 +285,9 @@ impl Call {
             Side::Client => code != 0 && !cancelled_here,
         };
         if failed {
-            self.span.record("error.type", status);
+            if self.names.stable {
+                self.span.record("error.type", status);
+            }
             self.span.record("otel.status_code", "ERROR");
             if let Some(error) = &error {
                 self.span.record(
@@ -270,34 +297,53 @@ impl Call {
             }
         }
         let elapsed = self.started.elapsed();
-        // rpc-metrics.md: server.address and server.port are opt-in on the server.
-        let mut attributes = vec![
-            KeyValue::new("rpc.system.name", "grpc"),
-            KeyValue::new("rpc.method", method.to_owned()),
-            KeyValue::new("rpc.response.status_code", status),
-        ];
-        if failed {
-            attributes.push(KeyValue::new("error.type", status));
-        }
-        if self.side == Side::Client && !self.address.is_empty() {
-            attributes.push(KeyValue::new("server.address", self.address.clone()));
-            if let Some(port) = self.port {
-                attributes.push(KeyValue::new("server.port", i64::from(port)));
-            }
-        }
-        if self.duplicate {
-            attributes.push(KeyValue::new("rpc.system", "grpc"));
-            attributes.push(KeyValue::new("rpc.grpc.status_code", code));
-            if let Some((service, _)) = &self.parts {
-                attributes.push(KeyValue::new("rpc.service", service.clone()));
-            }
-        }
         let instruments = semconv::instruments();
-        let histogram = match self.side {
-            Side::Server => &instruments.rpc_server_duration,
-            Side::Client => &instruments.rpc_client_duration,
+        let (stable_histogram, experimental_histogram) = match self.side {
+            Side::Server => (
+                &instruments.rpc_server_duration,
+                &instruments.rpc_server_duration_ms,
+            ),
+            Side::Client => (
+                &instruments.rpc_client_duration,
+                &instruments.rpc_client_duration_ms,
+            ),
         };
-        histogram.record(elapsed.as_secs_f64(), &attributes);
+        // rpc-metrics.md (v1.44.0): server.address and server.port are opt-in on the server;
+        // v1.37.0 recommended them on both sides.
+        let address = |attributes: &mut Vec<KeyValue>| {
+            if !self.address.is_empty() {
+                attributes.push(KeyValue::new("server.address", self.address.clone()));
+                if let Some(port) = self.port {
+                    attributes.push(KeyValue::new("server.port", i64::from(port)));
+                }
+            }
+        };
+        if self.names.stable {
+            let mut attributes = vec![
+                KeyValue::new("rpc.system.name", "grpc"),
+                KeyValue::new("rpc.method", method.to_owned()),
+                KeyValue::new("rpc.response.status_code", status),
+            ];
+            if failed {
+                attributes.push(KeyValue::new("error.type", status));
+            }
+            if self.side == Side::Client {
+                address(&mut attributes);
+            }
+            stable_histogram.record(elapsed.as_secs_f64(), &attributes);
+        }
+        if self.names.experimental {
+            let mut attributes = vec![
+                KeyValue::new("rpc.system", "grpc"),
+                KeyValue::new("rpc.grpc.status_code", code),
+            ];
+            if let Some((service, short)) = &self.parts {
+                attributes.push(KeyValue::new("rpc.service", service.clone()));
+                attributes.push(KeyValue::new("rpc.method", short.clone()));
+            }
+            address(&mut attributes);
+            experimental_histogram.record(elapsed.as_secs_f64() * 1000.0, &attributes);
+        }
         if self.side == Side::Server {
             let duration_ms = elapsed.as_secs_f64() * 1000.0;
             tracing::info!(
@@ -368,7 +414,7 @@ fn start_call<B>(request: &Request<B>, side: Side, target: Option<&ServerTarget>
         "gRPC call",
         otel.name = name,
         otel.kind = kind,
-        rpc.system.name = "grpc",
+        rpc.system.name = Empty,
         rpc.method = Empty,
         rpc.method_original = Empty,
         server.address = Empty,
@@ -380,15 +426,25 @@ fn start_call<B>(request: &Request<B>, side: Side, target: Option<&ServerTarget>
         rpc.system = Empty,
         rpc.service = Empty,
         rpc.grpc.status_code = Empty,
+        network.peer.address = Empty,
+        network.peer.port = Empty,
     );
+    // rpc-spans.md: network.peer.* is recommended; only a server knows its peer's socket.
+    if let Some(peer) = semconv::peer_address(request).filter(|_| side == Side::Server) {
+        span.record("network.peer.address", peer.ip().to_string().as_str());
+        span.record("network.peer.port", i64::from(peer.port()));
+    }
     if !address.is_empty() {
         span.record("server.address", address.as_str());
         if let Some(port) = port {
             span.record("server.port", i64::from(port));
         }
     }
-    let duplicate = semconv::rpc_duplicate();
-    if duplicate {
+    let names = semconv::rpc_conventions();
+    if names.stable {
+        span.record("rpc.system.name", "grpc");
+    }
+    if names.experimental {
         span.record("rpc.system", "grpc");
         if let Some((service, _)) = &parts {
             span.record("rpc.service", service.as_str());
@@ -406,7 +462,7 @@ fn start_call<B>(request: &Request<B>, side: Side, target: Option<&ServerTarget>
         started: Instant::now(),
         requested,
         parts,
-        duplicate,
+        names,
         address,
         port,
         status: None,
@@ -966,5 +1022,26 @@ mod tests {
             attribute(&span, "rpc.grpc.status_code").as_deref(),
             Some("0")
         );
+
+        // The experimental conventions alone: v1.37.0 names, the requested method kept.
+        semconv::set_rpc_conventions(crate::config::RpcConventions::Experimental);
+        let ok = exported_call(true, "/pkg.Orders/Get", "0", None);
+        let missing = exported_call(true, "/pkg.Orders/Missing", "12", None);
+        semconv::set_rpc_conventions(crate::config::RpcConventions::Stable);
+        assert_eq!(attribute(&ok, "rpc.method").as_deref(), Some("Get"));
+        assert_eq!(attribute(&ok, "rpc.service").as_deref(), Some("pkg.Orders"));
+        assert_eq!(attribute(&ok, "rpc.system").as_deref(), Some("grpc"));
+        assert_eq!(attribute(&ok, "rpc.grpc.status_code").as_deref(), Some("0"));
+        for stable in ["rpc.system.name", "rpc.response.status_code"] {
+            assert_eq!(attribute(&ok, stable), None, "{stable}");
+        }
+        assert_eq!(missing.name, "pkg.Orders/Missing");
+        assert_eq!(
+            attribute(&missing, "rpc.method").as_deref(),
+            Some("Missing")
+        );
+        assert_eq!(attribute(&missing, "rpc.method_original"), None);
+        assert_eq!(attribute(&missing, "error.type"), None);
+        assert!(matches!(missing.status, Status::Error { .. }));
     }
 }

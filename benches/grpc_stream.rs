@@ -1,0 +1,188 @@
+//! What the gRPC server layer costs for one call and for each streamed message, in process (no
+//! socket, so the layer's own work is what differs): a bidirectional call of N request and N
+//! response messages (8-byte payloads, gRPC length-prefixed, `grpc-status: 0` trailers),
+//! driven to the end of the response, for N = 1 (unary) and N = 32, through:
+//!
+//! - `plain`: the service alone, the floor;
+//! - `tower_http_trace`: tower-http's `TraceLayer::new_for_grpc()` with tracing-opentelemetry
+//!   defaults behind the SDK's batch processor: the common alternative, one span per call and
+//!   nothing per message;
+//! - `ours`: `GrpcServerLayer` with this crate installed, traces exported: one span per call
+//!   and, from the second message of a direction, a child span per message (up to 64).
+//!
+//! The per-message cost is the slope between the two N. Each variant prints the spans its
+//! exporter received and the spans dropped, so a variant cannot look cheap by dropping.
+//!
+//! Run with `cargo bench --bench grpc_stream --features tonic`.
+
+mod common;
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, criterion_group, criterion_main};
+use http::{HeaderMap, Request, Response};
+use http_body::Frame;
+use http_body_util::{BodyExt as _, StreamBody};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+use service_telemetry::instrument::GrpcServerLayer;
+use tower::{Layer, Service, ServiceExt as _};
+use tracing::dispatcher::Dispatch;
+use tracing_subscriber::layer::SubscriberExt as _;
+
+type Frames = tokio_stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>;
+type GrpcBody = StreamBody<Frames>;
+
+/// Counts the spans it is handed, then discards them.
+#[derive(Debug, Clone, Default)]
+struct CountingExporter(Arc<AtomicU64>);
+
+impl SpanExporter for CountingExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        self.0.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        black_box(batch);
+        Ok(())
+    }
+}
+
+/// N messages of 8 bytes, each its own data frame, then `trailers` when given.
+fn body(messages: usize, trailers: Option<HeaderMap>) -> GrpcBody {
+    let mut frames: Vec<Result<Frame<Bytes>, Infallible>> = (0..messages)
+        .map(|i| {
+            let mut message = vec![0u8, 0, 0, 0, 8];
+            message.extend_from_slice(&(i as u64).to_be_bytes());
+            Ok(Frame::data(Bytes::from(message)))
+        })
+        .collect();
+    if let Some(trailers) = trailers {
+        frames.push(Ok(Frame::trailers(trailers)));
+    }
+    StreamBody::new(tokio_stream::iter(frames))
+}
+
+fn ok_trailers() -> HeaderMap {
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    trailers
+}
+
+fn request(messages: usize) -> Request<GrpcBody> {
+    Request::builder()
+        .method("POST")
+        .uri("http://127.0.0.1:50051/echo.v1.Echo/Chat")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(body(messages, None))
+        .expect("request")
+}
+
+/// Reads the whole request stream, then answers with as many messages.
+async fn echo<B: http_body::Body>(request: Request<B>) -> Result<Response<GrpcBody>, Infallible> {
+    let mut inbound = std::pin::pin!(request.into_body());
+    let mut messages = 0;
+    while let Some(frame) = inbound.frame().await {
+        if frame.is_ok_and(|f| f.is_data()) {
+            messages += 1;
+        }
+    }
+    let mut response = Response::new(body(messages, Some(ok_trailers())));
+    response.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    Ok(response)
+}
+
+/// One call through `service`, its response read to the trailers.
+fn bench_calls<S, B>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    messages: usize,
+    runtime: &tokio::runtime::Runtime,
+    service: S,
+) where
+    S: Service<Request<GrpcBody>, Response = Response<B>> + Clone,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    group.bench_with_input(BenchmarkId::new(name, messages), &messages, |b, &n| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let response = service.clone().oneshot(request(n)).await.expect("response");
+                let collected = response.into_body().collect().await.expect("body");
+                black_box(collected.trailers().is_some());
+            })
+        })
+    });
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn grpc_stream(c: &mut Criterion) {
+    let runtime = runtime();
+    let mut group = c.benchmark_group("grpc_server_call");
+    for messages in [1, 32] {
+        bench_calls(
+            &mut group,
+            "plain",
+            messages,
+            &runtime,
+            tower::service_fn(echo::<GrpcBody>),
+        );
+
+        let exported = CountingExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exported.clone())
+            .build();
+        let dispatch = Dispatch::new(
+            tracing_subscriber::registry()
+                .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench"))),
+        );
+        tracing::dispatcher::with_default(&dispatch, || {
+            let service = tower_http::trace::TraceLayer::new_for_grpc()
+                .layer(tower::service_fn(echo::<GrpcBody>));
+            bench_calls(&mut group, "tower_http_trace", messages, &runtime, service);
+        });
+        let _ = provider.force_flush();
+        // The SDK's batch processor drops at its queue and only logs it.
+        eprintln!(
+            "tower_http_trace/{messages}: spans exported {}",
+            exported.0.load(Ordering::Relaxed)
+        );
+        let _ = provider.shutdown();
+
+        let exported = CountingExporter::default();
+        let scoped = service_telemetry::Telemetry::builder()
+            .with_writer(common::Discard)
+            .without_panic_hook()
+            .env_lookup(|_| None)
+            .with_span_exporter(exported.clone())
+            .set_default();
+        let service = GrpcServerLayer::new().layer(tower::service_fn(echo));
+        bench_calls(&mut group, "ours", messages, &runtime, service);
+        let _ = scoped.telemetry().flush();
+        let stats = scoped.telemetry().export_stats();
+        eprintln!(
+            "ours/{messages}: spans exported {} (exporter received {}), dropped {}",
+            stats.traces.exported,
+            exported.0.load(Ordering::Relaxed),
+            stats.traces.dropped
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, grpc_stream);
+criterion_main!(benches);
