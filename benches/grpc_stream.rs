@@ -31,7 +31,7 @@ use http_body_util::{BodyExt as _, StreamBody};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
-use service_telemetry::instrument::GrpcServerLayer;
+use service_telemetry::instrument::{GrpcServerLayer, MAX_MESSAGE_SPANS};
 use tower::{Layer, Service, ServiceExt as _};
 use tracing::dispatcher::Dispatch;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -99,21 +99,24 @@ async fn echo<B: http_body::Body>(request: Request<B>) -> Result<Response<GrpcBo
     Ok(response)
 }
 
-/// One call through `service`, its response read to the trailers.
+/// One call through `service`, its response read to the trailers; returns the calls made.
 fn bench_calls<S, B>(
     group: &mut BenchmarkGroup<'_, WallTime>,
     name: &str,
     messages: usize,
     runtime: &tokio::runtime::Runtime,
     service: S,
-) where
+) -> u64
+where
     S: Service<Request<GrpcBody>, Response = Response<B>> + Clone,
     S::Error: std::fmt::Debug,
     B: http_body::Body,
     B::Error: std::fmt::Debug,
 {
+    let calls = AtomicU64::new(0);
     group.bench_with_input(BenchmarkId::new(name, messages), &messages, |b, &n| {
         b.iter(|| {
+            calls.fetch_add(1, Ordering::Relaxed);
             runtime.block_on(async {
                 let response = service.clone().oneshot(request(n)).await.expect("response");
                 let collected = response.into_body().collect().await.expect("body");
@@ -121,6 +124,18 @@ fn bench_calls<S, B>(
             })
         })
     });
+    calls.into_inner()
+}
+
+/// Prints what a variant exported against what its calls made, and fails it if any was lost:
+/// a variant that drops spans would look cheaper than the path it names.
+fn report(variant: &str, messages: usize, calls: u64, spans_per_call: u64, exported: u64) {
+    let expected = calls * spans_per_call;
+    eprintln!(
+        "{variant}/{messages}: {calls} calls, {expected} spans made, {exported} exported, {} dropped",
+        expected.saturating_sub(exported)
+    );
+    assert_eq!(exported, expected, "{variant}/{messages} dropped spans");
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -134,7 +149,7 @@ fn grpc_stream(c: &mut Criterion) {
     let runtime = runtime();
     let mut group = c.benchmark_group("grpc_server_call");
     for messages in [1, 32] {
-        bench_calls(
+        let _ = bench_calls(
             &mut group,
             "plain",
             messages,
@@ -150,16 +165,18 @@ fn grpc_stream(c: &mut Criterion) {
             tracing_subscriber::registry()
                 .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench"))),
         );
-        tracing::dispatcher::with_default(&dispatch, || {
+        let calls = tracing::dispatcher::with_default(&dispatch, || {
             let service = tower_http::trace::TraceLayer::new_for_grpc()
                 .layer(tower::service_fn(echo::<GrpcBody>));
-            bench_calls(&mut group, "tower_http_trace", messages, &runtime, service);
+            bench_calls(&mut group, "tower_http_trace", messages, &runtime, service)
         });
         let _ = provider.force_flush();
-        // The SDK's batch processor drops at its queue and only logs it.
-        eprintln!(
-            "tower_http_trace/{messages}: spans exported {}",
-            exported.0.load(Ordering::Relaxed)
+        report(
+            "tower_http_trace",
+            messages,
+            calls,
+            1,
+            exported.0.load(Ordering::Relaxed),
         );
         let _ = provider.shutdown();
 
@@ -167,18 +184,30 @@ fn grpc_stream(c: &mut Criterion) {
         let scoped = service_telemetry::Telemetry::builder()
             .with_writer(common::Discard)
             .without_panic_hook()
-            .env_lookup(|_| None)
+            // 65 spans a call arrive faster than a 2048-span queue drains between batches.
+            .env_lookup(|name| (name == "OTEL_BSP_MAX_QUEUE_SIZE").then(|| "65536".to_owned()))
             .with_span_exporter(exported.clone())
             .set_default();
         let service = GrpcServerLayer::new().layer(tower::service_fn(echo));
-        bench_calls(&mut group, "ours", messages, &runtime, service);
+        let calls = bench_calls(&mut group, "ours", messages, &runtime, service);
         let _ = scoped.telemetry().flush();
+        // The call's span, and from the second message a span per message each way.
+        let message_spans = if messages > 1 {
+            2 * (messages as u64).min(MAX_MESSAGE_SPANS)
+        } else {
+            0
+        };
+        report(
+            "ours",
+            messages,
+            calls,
+            1 + message_spans,
+            exported.0.load(Ordering::Relaxed),
+        );
         let stats = scoped.telemetry().export_stats();
         eprintln!(
-            "ours/{messages}: spans exported {} (exporter received {}), dropped {}",
-            stats.traces.exported,
-            exported.0.load(Ordering::Relaxed),
-            stats.traces.dropped
+            "ours/{messages}: the crate's ledger counts {} exported, {} dropped",
+            stats.traces.exported, stats.traces.dropped
         );
     }
     group.finish();

@@ -14,9 +14,8 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::Path;
 use axum::routing::get;
-use service_telemetry::Shutdown;
 use service_telemetry::instrument::{GrpcServerLayer, HttpServerLayer};
-use tonic_health::ServingStatus;
+use service_telemetry::{Shutdown, health};
 use tracing::{Instrument, info, info_span};
 
 fn port(name: &str, default: u16) -> u16 {
@@ -65,30 +64,14 @@ async fn main() {
 
     let app = axum::Router::new()
         .route("/api/items/{id}", get(item))
-        .route(
-            "/health",
-            get(move || {
-                let health = health.clone();
-                async move { health.response() }
-            }),
-        )
+        .merge(health::router(health.clone()))
         .layer(HttpServerLayer::new());
     shutdown.spawn_service("drain http server", |stop| {
         axum::serve(http, app).with_graceful_shutdown(stop.cancelled_owned())
     });
 
-    let (reporter, health_service) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("", ServingStatus::Serving)
-        .await;
-    let handle = shutdown.handle();
-    let not_serving = reporter.clone();
-    tokio::spawn(async move {
-        handle.triggered().await;
-        not_serving
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-    });
+    // SERVING once ready, NOT_SERVING from the moment shutdown starts.
+    let health_service = health::grpc_health_service(&health);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
     shutdown.spawn_service("drain grpc server", |stop| {
         tonic::transport::Server::builder()

@@ -3,8 +3,13 @@
 //! Run with `cargo run --example service --features axum`, then press Ctrl-C (or `kill -TERM <pid>`): the logs
 //! show the whole sequence, from `shutdown started` through each step to `shutdown complete`.
 //!
-//! - `GET /health`: `{"status":"ok"}` (200), then `{"status":"shutting_down"}` (503) from the
-//!   moment the signal arrives.
+//! - `GET /livez`: liveness, 200 from start to exit (`{"status":"ready"}`, then
+//!   `{"status":"shutting_down"}`), never dependent on the database.
+//! - `GET /readyz` (and `/health`): readiness, `{"status":"starting"}` (503) until the
+//!   coordinator runs, then `{"status":"ready","checks":{"database":"ok"}}` (200), 503 with
+//!   `"database":"failing"` while the database is unreachable, and `{"status":"shutting_down"}`
+//!   (503) from the moment the signal arrives. Probes make no span and no log line.
+//! - `POST /outage` and `POST /recovery`: simulate the database going away and coming back.
 //! - `GET /work?ms=N`: traced work for N ms inside the request; a request in flight when the
 //!   signal arrives completes, because the server drains before it closes.
 //! - `GET /jobs?ms=N`: queues a background job of N ms; stopping the scheduler waits for the
@@ -19,15 +24,17 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use axum::extract::Query;
-use axum::http::header::CONTENT_TYPE;
-use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use service_telemetry::Shutdown;
+use service_telemetry::health::{self, HealthCheck};
 use service_telemetry::instrument::HttpServerLayer;
-use service_telemetry::shutdown::{Health, Step};
+use service_telemetry::shutdown::Step;
 use tokio::sync::mpsc;
 use tracing::{Instrument, info, info_span, warn};
 
@@ -47,6 +54,19 @@ async fn main() {
         .init();
     let mut shutdown = Shutdown::new(telemetry);
     let health = shutdown.health();
+    // Readiness asks the database; liveness never does (a database outage must not restart
+    // every pod). Many kubelets probing share one ping per second.
+    let database = Database::default();
+    health.add(
+        HealthCheck::new("database", {
+            let database = database.clone();
+            move || {
+                let database = database.clone();
+                async move { database.ping().await }
+            }
+        })
+        .timeout(Duration::from_millis(500)),
+    );
 
     let listener = match tokio::net::TcpListener::bind(("0.0.0.0", port())).await {
         Ok(listener) => listener,
@@ -91,9 +111,19 @@ async fn main() {
         }
     });
 
+    let outage = database.clone();
+    let recovery = database.clone();
     let app = Router::new()
-        .route("/health", get(move || health_endpoint(health.clone())))
+        .merge(health::router(health.clone()))
         .route("/work", get(work))
+        .route(
+            "/outage",
+            post(move || async move { outage.set_reachable(false) }),
+        )
+        .route(
+            "/recovery",
+            post(move || async move { recovery.set_reachable(true) }),
+        )
         .route(
             "/jobs",
             get(move |Query(job): Query<Work>| {
@@ -120,10 +150,8 @@ async fn main() {
         .timeout(Duration::from_secs(2)),
     );
     shutdown.add(
-        Step::blocking("close database pool", || {
-            std::thread::sleep(Duration::from_millis(10));
-        })
-        .timeout(Duration::from_secs(5)),
+        Step::blocking("close database pool", move || database.close())
+            .timeout(Duration::from_secs(5)),
     );
 
     // Telemetry is flushed after the last step; then the process exits.
@@ -140,9 +168,34 @@ fn port() -> u16 {
     }
 }
 
-async fn health_endpoint(health: Health) -> impl IntoResponse {
-    let (status, body) = health.response();
-    (status, [(CONTENT_TYPE, "application/json")], body)
+/// Stands in for a connection pool: reachable unless an outage is simulated.
+#[derive(Clone, Default)]
+struct Database {
+    unreachable: Arc<AtomicBool>,
+}
+
+impl Database {
+    async fn ping(&self) -> Result<(), String> {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        if self.unreachable.load(Ordering::Relaxed) {
+            Err("connection refused (simulated outage)".to_owned())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn set_reachable(&self, reachable: bool) -> &'static str {
+        self.unreachable.store(!reachable, Ordering::Relaxed);
+        if reachable {
+            "database back"
+        } else {
+            "database down"
+        }
+    }
+
+    fn close(&self) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 async fn work(Query(work): Query<Work>) -> Json<serde_json::Value> {

@@ -468,6 +468,7 @@ pub(crate) fn subscriber(
     );
     // A bare `target` attribute is no registry name (semconv v1.44.0 `code.*` registry); the
     // location's `code.module.name` is dropped from exported spans by the admission check.
+    let current_tracer = crate::propagation::CurrentTracer(tracer.clone());
     let spans = tracing_opentelemetry::layer()
         .with_tracer(tracer)
         .with_tracked_inactivity(false)
@@ -481,6 +482,7 @@ pub(crate) fn subscriber(
     Registry::default()
         .with(filter)
         .with(spans)
+        .with(current_tracer)
         .with(JsonLayer::new(writer, config.logs.value_length_limit))
         .with(log_records)
 }

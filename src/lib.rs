@@ -6,6 +6,7 @@ mod builder;
 pub mod config;
 mod error;
 mod export;
+pub mod health;
 #[cfg(any(feature = "tower", feature = "sqlx", feature = "redis"))]
 pub mod instrument;
 mod logs;

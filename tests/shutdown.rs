@@ -261,6 +261,23 @@ fn a_second_signal_forces_exit_1_at_once() {
     assert_eq!(last["not_started"], "never");
 }
 
+/// Polls `path` until it answers `status` (readiness follows the coordinator and the check
+/// cache), returning the body.
+fn wait_for_status(port: u16, path: &str, status: u16) -> String {
+    let deadline = Instant::now() + READY;
+    loop {
+        let (got, body) = http_get(port, path);
+        if got == status {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} still {got} {body}, not {status}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn start_service(env: &[(&str, &str)]) -> (Running, u16) {
     let mut vars = vec![("PORT", "0")];
     vars.extend_from_slice(env);
@@ -273,8 +290,8 @@ fn start_service(env: &[(&str, &str)]) -> (Running, u16) {
 fn health_reports_shutting_down_while_the_first_step_runs_and_in_flight_work_completes() {
     let (mut child, port) = start_service(&[]);
     assert_eq!(
-        http_get(port, "/health"),
-        (200, r#"{"status":"ok"}"#.to_owned())
+        wait_for_status(port, "/health", 200),
+        r#"{"status":"ready","checks":{"database":"ok"}}"#
     );
     assert_eq!(http_get(port, "/jobs?ms=2500").0, 202);
     child.wait_for_message("job started", READY);
@@ -359,4 +376,123 @@ fn telemetry_created_just_before_sigterm_reaches_the_collector() {
     })
     .unwrap_or_else(|| panic!("no shutdown report record; records: {records:#?}"));
     assert_eq!(report["service"], service.as_str());
+}
+
+/// Kubernetes' three questions on the service example, a real process exporting to the real
+/// collector: readiness follows the coordinator, the named database check and the signal;
+/// liveness stays up through it all; probes make no span and no log line but are counted.
+#[test]
+fn readiness_follows_the_check_and_the_signal_while_liveness_stays_up_and_probes_stay_quiet() {
+    let collector = Collector::start();
+    let endpoint = collector.http_endpoint();
+    let service = format!("probes-{}", std::process::id());
+    let (mut child, port) = start_service(&[
+        ("OTEL_ENABLED", "true"),
+        ("OTEL_SERVICE_NAME", service.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
+        ("SHUTDOWN_DRAIN_DELAY_MS", "1500"),
+    ]);
+    assert_eq!(
+        wait_for_status(port, "/readyz", 200),
+        r#"{"status":"ready","checks":{"database":"ok"}}"#
+    );
+    assert_eq!(
+        http_get(port, "/livez"),
+        (200, r#"{"status":"ready"}"#.to_owned())
+    );
+
+    // The database goes away: not ready (the check's cache lasts a second), still alive, and
+    // the reason is logged, not served.
+    assert_eq!(common::child::http_post_json(port, "/outage", "{}").0, 200);
+    let body = wait_for_status(port, "/readyz", 503);
+    let json: Value = serde_json::from_str(&body).expect("JSON body");
+    assert_eq!(json["status"], "not_ready", "{body}");
+    assert_eq!(json["checks"]["database"], "failing", "{body}");
+    assert!(
+        !body.contains("refused"),
+        "no error text in the body: {body}"
+    );
+    assert_eq!(
+        http_get(port, "/livez").0,
+        200,
+        "a database outage is no restart"
+    );
+    let failing = child.wait_for_message("readiness check \"database\" failing", READY);
+    assert_eq!(failing["level"], "warn", "{failing}");
+    assert_eq!(failing["check"], "database", "{failing}");
+    assert!(
+        failing["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("connection refused")),
+        "{failing}"
+    );
+
+    assert_eq!(
+        common::child::http_post_json(port, "/recovery", "{}").0,
+        200
+    );
+    wait_for_status(port, "/readyz", 200);
+
+    // SIGTERM: readiness fails at once, for good; liveness holds through the drain delay.
+    child.signal(Signal::TERM);
+    child.wait_for_message("shutdown started", EXIT);
+    assert_eq!(
+        http_get(port, "/readyz"),
+        (503, r#"{"status":"shutting_down"}"#.to_owned())
+    );
+    assert_eq!(
+        http_get(port, "/health"),
+        (503, r#"{"status":"shutting_down"}"#.to_owned())
+    );
+    assert_eq!(
+        http_get(port, "/livez"),
+        (200, r#"{"status":"shutting_down"}"#.to_owned())
+    );
+    let exit = child.wait_exit(EXIT);
+    assert_eq!(exit.code(), Some(0), "{}", child.output());
+
+    // No request line for a probe; the outage's requests have theirs.
+    let lines = child.json();
+    let request_lines: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["target"] == "service_telemetry::instrument")
+        .filter_map(|l| l["message"].as_str())
+        .collect();
+    assert!(
+        request_lines
+            .iter()
+            .any(|m| m.starts_with("POST /outage 200")),
+        "{request_lines:?}"
+    );
+    for probe in ["/readyz", "/livez", "/health"] {
+        assert!(
+            !request_lines.iter().any(|m| m.contains(probe)),
+            "{probe} logged: {request_lines:?}"
+        );
+    }
+    // At the collector: spans for the outage requests, none for a probe, and the probes in
+    // the duration histogram.
+    collector.wait_for("the /outage span", READY, |r| {
+        r["signal"] == "span" && r["service"] == service.as_str() && r["name"] == "POST /outage"
+    });
+    collector.wait_for("the /readyz duration point", READY, |r| {
+        r["signal"] == "metric"
+            && r["service"] == service.as_str()
+            && r["name"] == "http.server.request.duration"
+            && r["attributes"]["http.route"] == "/readyz"
+    });
+    let probe_spans: Vec<Value> = collector
+        .records()
+        .into_iter()
+        .filter(|r| {
+            r["signal"] == "span"
+                && r["service"] == service.as_str()
+                && ["/readyz", "/livez", "/health"]
+                    .iter()
+                    .any(|p| r["attributes"]["url.path"] == *p)
+        })
+        .collect();
+    assert!(probe_spans.is_empty(), "probe spans: {probe_spans:#?}");
 }

@@ -46,7 +46,9 @@ pub use grpc::{GrpcClient, GrpcClientLayer, GrpcServer, GrpcServerLayer, MAX_MES
 #[cfg(feature = "reqwest")]
 pub use http::ReqwestMiddleware;
 #[cfg(feature = "tower")]
-pub use http::{HttpClient, HttpClientLayer, HttpRoute, HttpServer, HttpServerLayer};
+pub use http::{
+    DEFAULT_PROBE_PATHS, HttpClient, HttpClientLayer, HttpRoute, HttpServer, HttpServerLayer,
+};
 
 pub(crate) const TARGET: &str = "service_telemetry::instrument";
 

@@ -31,7 +31,9 @@ mod b3;
 mod random_flag;
 mod tracecontext;
 
-pub(crate) use random_flag::{RandomFlagTracer, mark_random_root};
+#[cfg(feature = "tonic")]
+pub(crate) use random_flag::current_tracer;
+pub(crate) use random_flag::{CurrentTracer, RandomFlagTracer, mark_random_root};
 
 /// Installs the propagators as the global one (the SDK's default global is a no-op).
 pub(crate) fn install(propagators: &[Propagator]) {

@@ -32,6 +32,24 @@ impl RandomFlagTracer {
     }
 }
 
+/// The tracer behind the current subscriber's spans, found through the dispatcher, for the
+/// spans the crate builds with the OpenTelemetry API (gRPC message spans): under
+/// `TelemetryBuilder::set_default` the global tracer is not the one the subscriber exports to.
+#[cfg_attr(not(feature = "tonic"), allow(dead_code))]
+pub(crate) struct CurrentTracer(pub(crate) RandomFlagTracer);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CurrentTracer {}
+
+/// The current subscriber's tracer, when the crate built that subscriber.
+#[cfg(feature = "tonic")]
+pub(crate) fn current_tracer() -> Option<RandomFlagTracer> {
+    tracing::dispatcher::get_default(|dispatch| {
+        dispatch
+            .downcast_ref::<CurrentTracer>()
+            .map(|current| current.0.clone())
+    })
+}
+
 /// An SDK span whose visible context may carry the flags the SDK did not set.
 #[derive(Debug)]
 pub(crate) struct RandomFlagSpan {

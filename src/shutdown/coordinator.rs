@@ -11,9 +11,9 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::TARGET;
-use super::health::Health;
 use super::report::{ShutdownReport, StepOutcome, StepReport, summarize};
 use super::signals::ShutdownSignal;
+use crate::health::Health;
 use crate::telemetry::Telemetry;
 
 /// Left between the end of the telemetry flush and the budget, for writing the last line and
@@ -28,6 +28,8 @@ pub(super) struct Settings {
     /// Kept back from the steps for the telemetry flush, which always runs.
     pub(super) reserve: Duration,
     pub(super) second_signal_forces_exit: bool,
+    /// Whether `run` marks the health ready.
+    pub(super) ready_when_running: bool,
 }
 
 pub(crate) struct Shared {
@@ -330,6 +332,8 @@ impl Shared {
     }
 
     fn fire(&self, interrupted: &Interrupted, finishing: bool, hard_deadline: Instant) {
+        // Liveness probes see it for the moments left before the exit.
+        self.health.set_wedged();
         let budget_ms = self.settings.budget.as_millis() as u64;
         let running_ms = interrupted.running_for.as_millis() as u64;
         if finishing {

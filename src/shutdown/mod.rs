@@ -18,10 +18,9 @@
 //! ```
 
 mod coordinator;
-mod health;
 mod report;
 mod signals;
-mod step;
+pub(crate) mod step;
 #[cfg(test)]
 mod tests;
 
@@ -29,7 +28,7 @@ use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use health::{Health, HealthStatus};
+pub use crate::health::{Health, HealthStatus};
 pub use report::{ShutdownReport, StepOutcome, StepReport};
 pub use signals::{ShutdownSignal, SignalSender, SignalSource};
 pub use step::{Step, StepResult};
@@ -101,6 +100,7 @@ pub struct ShutdownBuilder {
     signals: SignalSource,
     exit: ExitFn,
     second_signal_forces_exit: bool,
+    ready_when_running: bool,
 }
 
 impl std::fmt::Debug for ShutdownBuilder {
@@ -110,6 +110,7 @@ impl std::fmt::Debug for ShutdownBuilder {
             .field("reserve", &self.reserve)
             .field("signals", &self.signals)
             .field("second_signal_forces_exit", &self.second_signal_forces_exit)
+            .field("ready_when_running", &self.ready_when_running)
             .finish_non_exhaustive()
     }
 }
@@ -123,6 +124,7 @@ impl Default for ShutdownBuilder {
             signals: SignalSource::os(),
             exit: Arc::new(|code| std::process::exit(code)),
             second_signal_forces_exit: true,
+            ready_when_running: true,
         }
     }
 }
@@ -169,6 +171,14 @@ impl ShutdownBuilder {
         self
     }
 
+    /// Whether [`Shutdown::run`] marks the [`Health`] ready once it is awaited (the default),
+    /// after the services from [`Shutdown::spawn_service`] have been started. Turn it off for a
+    /// service that must warm up first, and call [`Health::set_ready`] when it has.
+    pub fn ready_when_running(mut self, automatic: bool) -> Self {
+        self.ready_when_running = automatic;
+        self
+    }
+
     /// Builds the coordinator and starts listening for signals.
     pub fn build(self) -> Shutdown {
         let config = match (self.config, &self.telemetry) {
@@ -192,6 +202,7 @@ impl ShutdownBuilder {
             drain_delay: config.drain_delay,
             reserve,
             second_signal_forces_exit: self.second_signal_forces_exit,
+            ready_when_running: self.ready_when_running,
         };
         let shared = Arc::new(Shared::new(
             settings,
@@ -387,7 +398,15 @@ impl Shutdown {
             telemetry.watch_runtime(handle);
         }
         let steps = std::mem::take(&mut self.steps);
+        let ready_when_running = shared.settings.ready_when_running;
         drop(self);
+        if ready_when_running && !shared.triggered.is_cancelled() {
+            // The spawned services get a turn first, so a listener is accepting when the
+            // readiness probe turns 200.
+            tokio::task::yield_now().await;
+            shared.health.set_ready();
+            tracing::debug!(target: TARGET, "health: ready");
+        }
         shared.triggered.cancelled().await;
         let (cause, at, exit_code) = shared.trigger_cause();
         let drain = shared.settings.drain_delay;

@@ -196,7 +196,7 @@ pub(super) async fn race<T>(
 }
 
 /// Polls the inner future inside `catch_unwind`, turning a panic into its message.
-pub(super) struct CatchUnwind<F: ?Sized>(pub(super) Pin<Box<F>>);
+pub(crate) struct CatchUnwind<F: ?Sized>(pub(crate) Pin<Box<F>>);
 
 impl<F: Future + ?Sized> Future for CatchUnwind<F> {
     type Output = Result<F::Output, String>;
@@ -210,7 +210,7 @@ impl<F: Future + ?Sized> Future for CatchUnwind<F> {
     }
 }
 
-pub(super) fn panic_message(payload: Box<dyn Any + Send>) -> String {
+pub(crate) fn panic_message(payload: Box<dyn Any + Send>) -> String {
     let message = if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {

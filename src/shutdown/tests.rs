@@ -182,7 +182,7 @@ fn health_flips_in_the_signal_path_and_the_token_after_the_drain_delay() {
     shutdown.add_step("first", move || async move {
         *record.lock().unwrap() = Some(step_token.is_cancelled());
     });
-    assert_eq!(health.status(), HealthStatus::Ok);
+    assert_eq!(health.status(), HealthStatus::Starting);
     assert!(!handle.is_triggered());
     let sent = Instant::now();
     signals.send(ShutdownSignal::Terminate);
@@ -222,6 +222,11 @@ fn watchdog_exits_1_when_a_step_blocks_the_only_worker() {
         .expect("the watchdog called exit");
     let elapsed = sent.elapsed();
     assert_eq!(code, 1);
+    assert_eq!(
+        handle.health().liveness().http_status(),
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        "wedged: liveness fails"
+    );
     // Steps get the budget minus the reserve (400 ms); the exit comes before the budget ends.
     assert!(elapsed >= Duration::from_millis(380), "{elapsed:?}");
     assert!(
@@ -478,4 +483,43 @@ fn dropping_a_coordinator_that_never_ran_closes_its_telemetry_like_a_guard() {
     assert!(!shared.telemetry.as_ref().unwrap().is_shut_down());
     drop(shutdown);
     assert!(shared.telemetry.as_ref().unwrap().is_shut_down());
+}
+
+#[test]
+fn run_marks_the_health_ready_unless_told_to_leave_it_to_the_service() {
+    for automatic in [true, false] {
+        let Harness {
+            shutdown,
+            signals,
+            exits: _exits,
+        } = harness_with(2_000, 0, |b| b.ready_when_running(automatic));
+        let health = shutdown.health();
+        assert_eq!(health.status(), HealthStatus::Starting);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let running = runtime.spawn(shutdown.run());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while automatic && health.status() != HealthStatus::Ready && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if automatic {
+            assert_eq!(health.status(), HealthStatus::Ready);
+        } else {
+            std::thread::sleep(Duration::from_millis(100));
+            assert_eq!(
+                health.status(),
+                HealthStatus::Starting,
+                "left to the service"
+            );
+            health.set_ready();
+            assert_eq!(health.status(), HealthStatus::Ready);
+        }
+        signals.send(ShutdownSignal::Terminate);
+        assert_eq!(health.status(), HealthStatus::ShuttingDown);
+        let report = runtime.block_on(running).expect("run");
+        assert_eq!(report.exit_code, 0);
+    }
 }

@@ -183,13 +183,30 @@ impl Call {
     /// conventions define none for messages). Built with the OpenTelemetry API so the first
     /// message, recorded once the second shows a stream, keeps its own time.
     fn message_span(&self, sent: bool, id: u64, size: u64, at: std::time::SystemTime) {
-        use opentelemetry::trace::{Span as _, SpanKind, Tracer as _};
         let parent = self.span.context();
         if !parent.span().span_context().is_sampled() {
             return;
         }
+        match crate::propagation::current_tracer() {
+            Some(tracer) => self.emit_message_span(&tracer, &parent, sent, id, size, at),
+            None => {
+                let tracer = opentelemetry::global::tracer("service-telemetry");
+                self.emit_message_span(&tracer, &parent, sent, id, size, at);
+            }
+        }
+    }
+
+    fn emit_message_span<T: opentelemetry::trace::Tracer>(
+        &self,
+        tracer: &T,
+        parent: &opentelemetry::Context,
+        sent: bool,
+        id: u64,
+        size: u64,
+        at: std::time::SystemTime,
+    ) {
+        use opentelemetry::trace::{Span as _, SpanKind};
         let direction = if sent { "send" } else { "receive" };
-        let tracer = opentelemetry::global::tracer("service-telemetry");
         let mut attributes = self.call_attributes(self.requested.as_str());
         attributes.extend([
             KeyValue::new(
@@ -204,7 +221,7 @@ impl Call {
             .with_kind(SpanKind::Internal)
             .with_start_time(at)
             .with_attributes(attributes)
-            .start_with_context(&tracer, &parent);
+            .start_with_context(tracer, parent);
         span.end_with_timestamp(at);
     }
 

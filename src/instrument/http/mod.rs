@@ -10,4 +10,4 @@ mod server;
 pub use client::{HttpClient, HttpClientLayer};
 #[cfg(feature = "reqwest")]
 pub use reqwest::ReqwestMiddleware;
-pub use server::{HttpRoute, HttpServer, HttpServerLayer};
+pub use server::{DEFAULT_PROBE_PATHS, HttpRoute, HttpServer, HttpServerLayer};

@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -31,6 +32,11 @@ pub struct HttpRoute(pub Cow<'static, str>);
 /// records `http.server.request.duration` and `http.server.active_requests`; logs one `info`
 /// line per request carrying its trace id.
 ///
+/// Probes are not traffic: requests to the probe paths (`/livez`, `/readyz`, `/health`,
+/// `/healthz` by default; [`probe_paths`](HttpServerLayer::probe_paths)) make no span and no
+/// log line, but still count in `http.server.request.duration`. Kubelets probing every few
+/// seconds would otherwise outnumber real requests in the traces.
+///
 /// With axum, add it with `Router::layer` so it sees the matched route:
 ///
 /// ```
@@ -41,15 +47,70 @@ pub struct HttpRoute(pub Cow<'static, str>);
 ///     .layer(HttpServerLayer::new());
 /// # }
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct HttpServerLayer {
-    _private: (),
+    probes: Arc<Probes>,
+}
+
+/// The paths whose requests are probes, and whether they are traced anyway.
+#[derive(Debug)]
+struct Probes {
+    paths: Vec<String>,
+    traced: bool,
+}
+
+impl Probes {
+    fn is_quiet(&self, path: &str) -> bool {
+        !self.traced && self.paths.iter().any(|p| p == path)
+    }
+}
+
+/// The paths [`HttpServerLayer`] treats as probes unless told otherwise.
+pub const DEFAULT_PROBE_PATHS: [&str; 4] = ["/livez", "/readyz", "/health", "/healthz"];
+
+impl Default for HttpServerLayer {
+    fn default() -> Self {
+        HttpServerLayer {
+            probes: Arc::new(Probes {
+                paths: DEFAULT_PROBE_PATHS
+                    .iter()
+                    .map(|p| (*p).to_owned())
+                    .collect(),
+                traced: false,
+            }),
+        }
+    }
 }
 
 impl HttpServerLayer {
-    /// The layer.
+    /// The layer, with the default probe paths left untraced.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Replaces the probe paths (exact request paths, without the query); an empty list makes
+    /// every request traffic.
+    pub fn probe_paths<I, P>(self, paths: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        HttpServerLayer {
+            probes: Arc::new(Probes {
+                paths: paths.into_iter().map(Into::into).collect(),
+                traced: self.probes.traced,
+            }),
+        }
+    }
+
+    /// Traces probe requests like any other (span and log line) when `true`.
+    pub fn trace_probes(self, traced: bool) -> Self {
+        HttpServerLayer {
+            probes: Arc::new(Probes {
+                paths: self.probes.paths.clone(),
+                traced,
+            }),
+        }
     }
 }
 
@@ -57,7 +118,10 @@ impl<S> Layer<S> for HttpServerLayer {
     type Service = HttpServer<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        HttpServer { inner }
+        HttpServer {
+            inner,
+            probes: self.probes.clone(),
+        }
     }
 }
 
@@ -65,6 +129,7 @@ impl<S> Layer<S> for HttpServerLayer {
 #[derive(Clone, Debug)]
 pub struct HttpServer<S> {
     inner: S,
+    probes: Arc<Probes>,
 }
 
 fn route_of<B>(request: &Request<B>) -> Option<String> {
@@ -90,6 +155,8 @@ struct Exchange {
     status: Option<u16>,
     error: Option<String>,
     finished: bool,
+    /// A probe: metrics only, no span and no log line.
+    quiet: bool,
 }
 
 /// A request whose future is dropped before it answers (the client went away, a timeout
@@ -138,7 +205,11 @@ where
         let peer = semconv::peer_address(&request);
         let peer_ip = peer.map(|p| p.ip().to_string());
         let client = semconv::client_address(&request).or_else(|| peer_ip.clone());
-        let span = tracing::info_span!(
+        let quiet = self.probes.is_quiet(&path);
+        let span = if quiet {
+            Span::none()
+        } else {
+            tracing::info_span!(
             target: TARGET,
             "HTTP request",
             otel.name = %name,
@@ -160,10 +231,13 @@ where
             http.response.status_code = Empty,
             error.type = Empty,
             otel.status_code = Empty,
-        );
-        let parent = crate::propagation::extract_headers(request.headers());
-        if parent.span().span_context().is_valid() {
-            let _ = span.set_parent(parent);
+            )
+        };
+        if !quiet {
+            let parent = crate::propagation::extract_headers(request.headers());
+            if parent.span().span_context().is_valid() {
+                let _ = span.set_parent(parent);
+            }
         }
         semconv::instruments()
             .server_active
@@ -182,6 +256,7 @@ where
                 status: None,
                 error: None,
                 finished: false,
+                quiet,
             }),
         }
     }
@@ -298,6 +373,9 @@ impl Exchange {
         instruments
             .server_duration
             .record(elapsed.as_secs_f64(), &attributes);
+        if self.quiet {
+            return;
+        }
         let duration_ms = elapsed.as_secs_f64() * 1000.0;
         let target = self.route.as_deref().unwrap_or(&self.path);
         let status = self
