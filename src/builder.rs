@@ -30,6 +30,7 @@ struct Parts {
     resource: opentelemetry_sdk::Resource,
     detection: Option<Detection>,
     runtime: Arc<RuntimeSlot>,
+    log_filter: LogFilterHandle,
 }
 
 /// Telemetry installed for one thread by [`TelemetryBuilder::set_default`]; dropping it
@@ -77,6 +78,8 @@ pub struct TelemetryBuilder {
     resource_attributes: Vec<(String, String)>,
     views: Vec<ViewFn>,
     detection_root: std::path::PathBuf,
+    /// Whether `with_writer` replaced stdout (pretty lines are coloured only on stdout).
+    custom_writer: bool,
 }
 
 impl Default for TelemetryBuilder {
@@ -92,6 +95,7 @@ impl Default for TelemetryBuilder {
             resource_attributes: Vec::new(),
             views: Vec::new(),
             detection_root: std::path::PathBuf::from("/"),
+            custom_writer: false,
         }
     }
 }
@@ -138,6 +142,7 @@ impl TelemetryBuilder {
     /// (for tests: [`crate::MemoryWriter`]).
     pub fn with_writer(mut self, writer: impl LogWriter) -> Self {
         self.writer = Arc::new(writer);
+        self.custom_writer = true;
         self
     }
 
@@ -251,6 +256,13 @@ impl TelemetryBuilder {
     /// unset. Default on (whenever metrics are exported).
     pub fn tokio_metrics(mut self, enabled: bool) -> Self {
         self.defaults.tokio_metrics = Some(enabled);
+        self
+    }
+
+    /// The log line format used when `LOG_FORMAT` is unset. Default [`crate::LogFormat::Json`],
+    /// the production contract; [`crate::LogFormat::Pretty`] suits a laptop.
+    pub fn log_format(mut self, format: crate::LogFormat) -> Self {
+        self.defaults.log_format = Some(format);
         self
     }
 
@@ -375,8 +387,21 @@ impl TelemetryBuilder {
             &metrics,
         );
         let logs_open = Arc::new(AtomicBool::new(true));
-        let dispatch =
-            subscriber(&config, &pipelines, self.writer.clone(), logs_open.clone()).into();
+        let line_writer = match config.log_format {
+            crate::LogFormat::Pretty => {
+                // no-color.org: set and not empty turns colour off.
+                let no_color = (self.lookup)("NO_COLOR").is_some_and(|v| !v.is_empty());
+                let colour = !self.custom_writer
+                    && !no_color
+                    && std::io::IsTerminal::is_terminal(&std::io::stdout());
+                Arc::new(crate::logs::PrettyWriter::new(self.writer.clone(), colour))
+                    as Arc<dyn LogWriter>
+            }
+            _ => self.writer.clone(),
+        };
+        let (subscriber, log_filter) =
+            subscriber(&config, &pipelines, line_writer, logs_open.clone());
+        let dispatch = subscriber.into();
         Parts {
             config,
             warnings,
@@ -387,6 +412,7 @@ impl TelemetryBuilder {
             resource,
             detection,
             runtime,
+            log_filter,
         }
     }
 
@@ -405,6 +431,7 @@ impl TelemetryBuilder {
             runtime_slot: parts.runtime,
             #[cfg(feature = "prometheus")]
             prometheus: Mutex::new(parts.pipelines.prometheus),
+            log_filter: Some(parts.log_filter),
         })
     }
 
@@ -448,21 +475,27 @@ impl TelemetryBuilder {
             runtime_slot: Arc::new(RuntimeSlot::default()),
             #[cfg(feature = "prometheus")]
             prometheus: Mutex::new(None),
+            log_filter: None,
         })
     }
 }
 
-/// The full subscriber: level filter, span export, JSON lines and log-record export.
+/// The handle that swaps the level filter of a running subscriber.
+pub(crate) type LogFilterHandle = tracing_subscriber::reload::Handle<EnvFilter, Registry>;
+
+/// The full subscriber: level filter (swappable at run time), span export, JSON lines and
+/// log-record export.
 pub(crate) fn subscriber(
     config: &Config,
     pipelines: &Pipelines,
     writer: Arc<dyn LogWriter>,
     logs_open: Arc<AtomicBool>,
-) -> impl Subscriber + Send + Sync {
+) -> (impl Subscriber + Send + Sync, LogFilterHandle) {
     // Validated in Config; the fallback only guards against a future mismatch.
     let filter = EnvFilter::builder()
         .parse(&config.log_filter)
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, log_filter) = tracing_subscriber::reload::Layer::new(filter);
     let tracer = crate::propagation::RandomFlagTracer::new(
         pipelines.tracer_provider.tracer("service-telemetry"),
     );
@@ -479,12 +512,13 @@ pub(crate) fn subscriber(
         opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(provider)
             .with_filter(ExportableEvents(logs_open.clone()))
     });
-    Registry::default()
+    let subscriber = Registry::default()
         .with(filter)
         .with(spans)
         .with(current_tracer)
         .with(JsonLayer::new(writer, config.logs.value_length_limit))
-        .with(log_records)
+        .with(log_records);
+    (subscriber, log_filter)
 }
 
 /// Targets whose telemetry must never be exported: the SDK's own diagnostics and the

@@ -13,6 +13,7 @@ mod tests;
 use std::fmt;
 use std::time::Duration;
 
+pub(crate) use parse::live_log_filter;
 pub use parse::percent_decode;
 
 /// What the service sets in code; every field may be overridden by the environment.
@@ -43,6 +44,20 @@ pub struct Defaults {
     /// The RPC conventions used when `OTEL_SEMCONV_STABILITY_OPT_IN` names neither `rpc` nor
     /// `rpc/dup` (`None`: [`RpcConventions::Stable`]).
     pub rpc_conventions: Option<RpcConventions>,
+    /// The log line format used when `LOG_FORMAT` is unset (`None`: [`LogFormat::Json`]).
+    pub log_format: Option<LogFormat>,
+}
+
+/// How log lines are written (`LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// One JSON object per line: the production contract, for log pipelines.
+    #[default]
+    Json,
+    /// One readable line per event (time, level, target, message, fields, short trace id),
+    /// coloured on a terminal unless `NO_COLOR` is set: for a laptop.
+    Pretty,
 }
 
 /// The effective configuration after reading the environment.
@@ -69,6 +84,8 @@ pub struct Config {
     pub propagators: Vec<Propagator>,
     /// Filter directives for the service's own logs (`tracing-subscriber` `EnvFilter` syntax).
     pub log_filter: String,
+    /// How log lines are written.
+    pub log_format: LogFormat,
     /// The graceful-shutdown budget and drain delay.
     pub shutdown: ShutdownConfig,
     /// Resource detectors that run at `init`, in order.

@@ -36,3 +36,20 @@ pub enum FlushError {
         reason: String,
     },
 }
+
+/// Why [`Telemetry::set_log_filter`](crate::Telemetry::set_log_filter) changed nothing.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LogFilterError {
+    /// The directives do not parse; the filter in force stays.
+    #[error("invalid log filter {directives:?}: {reason}")]
+    Invalid {
+        /// What was given.
+        directives: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// This guard installed no subscriber (the fallback of a second `init`), or it is gone.
+    #[error("no log filter to change: this telemetry installed no subscriber")]
+    NotInstalled,
+}

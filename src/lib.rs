@@ -17,8 +17,10 @@ pub mod shutdown;
 mod telemetry;
 
 pub use builder::{ScopedTelemetry, TelemetryBuilder};
-pub use config::{Config, ConfigWarning, ResourceDetector, RpcConventions, ShutdownConfig, Signal};
-pub use error::{FlushError, InitError};
+pub use config::{
+    Config, ConfigWarning, LogFormat, ResourceDetector, RpcConventions, ShutdownConfig, Signal,
+};
+pub use error::{FlushError, InitError, LogFilterError};
 pub use export::{DEFAULT_EXPORT_REPORT_INTERVAL, ExportStats, SignalStats};
 pub use logs::{
     BufferedWriter, BufferedWriterBuilder, DEFAULT_BUFFER_CAPACITY, DEFAULT_WRITE_INTERVAL,

@@ -44,6 +44,8 @@ pub(crate) struct Inner {
     /// Stopped last, after a final scrape window.
     #[cfg(feature = "prometheus")]
     pub(crate) prometheus: Mutex<Option<crate::metrics::prometheus::PrometheusServer>>,
+    /// Swaps the level filter; `None` on a guard that installed no subscriber.
+    pub(crate) log_filter: Option<crate::builder::LogFilterHandle>,
 }
 
 /// Longest wait at shutdown for Prometheus to scrape the last values (at most half the
@@ -106,6 +108,46 @@ impl Telemetry {
         let result = self.inner.run_bounded(Op::Flush, self.inner.flush_timeout);
         self.inner.writer.flush();
         result
+    }
+
+    /// Replaces the log filter of the running service: the same syntax as `LOG_LEVEL` (a level,
+    /// or `EnvFilter` directives such as `debug,hyper=warn`), with the same quieting of the
+    /// transports and the SDK. It takes effect on the next event, on every thread. Invalid
+    /// directives are rejected with the reason, and the filter in force stays.
+    ///
+    /// ```
+    /// let telemetry = service_telemetry::Telemetry::builder()
+    ///     .with_writer(service_telemetry::MemoryWriter::new())
+    ///     .env_lookup(|_| None)
+    ///     .set_default();
+    /// telemetry.telemetry().set_log_filter("debug,hyper=warn").expect("valid");
+    /// assert!(telemetry.telemetry().set_log_filter("info,=[").is_err());
+    /// ```
+    pub fn set_log_filter(&self, directives: &str) -> Result<(), crate::LogFilterError> {
+        let Some(handle) = &self.inner.log_filter else {
+            return Err(crate::LogFilterError::NotInstalled);
+        };
+        let filter = crate::config::live_log_filter(directives).map_err(|reason| {
+            crate::LogFilterError::Invalid {
+                directives: directives.to_owned(),
+                reason,
+            }
+        })?;
+        let parsed = tracing_subscriber::EnvFilter::builder()
+            .parse(&filter)
+            .map_err(|e| crate::LogFilterError::Invalid {
+                directives: directives.to_owned(),
+                reason: e.to_string(),
+            })?;
+        handle
+            .reload(parsed)
+            .map_err(|_| crate::LogFilterError::NotInstalled)?;
+        tracing::info!(
+            target: "service_telemetry",
+            log_filter = %filter,
+            "log filter changed to {filter}"
+        );
+        Ok(())
     }
 
     /// JSON lines the log writer has dropped because its destination did not keep up (see

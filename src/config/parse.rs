@@ -7,7 +7,7 @@ use tracing_subscriber::EnvFilter;
 use super::{
     Batching, Compression, Config, ConfigWarning, DEFAULT_CARDINALITY_LIMIT,
     DEFAULT_EXPORT_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_VALUE_LENGTH_LIMIT, Defaults,
-    Headers, HistogramAggregation, MAX_CARDINALITY_LIMIT, MAX_QUEUE_SIZE, MAX_SHUTDOWN,
+    Headers, HistogramAggregation, LogFormat, MAX_CARDINALITY_LIMIT, MAX_QUEUE_SIZE, MAX_SHUTDOWN,
     MetricSettings, NO_LIMIT, PrometheusEndpoint, Propagator, Protocol, ResourceDetector,
     RpcConventions, Sampler, ShutdownConfig, Signal, SignalConfig, Temporality, TlsFiles,
 };
@@ -132,6 +132,7 @@ pub(super) fn resolve(env: &mut Env<'_>, defaults: &Defaults) -> Config {
         sampler: resolve_sampler(env),
         propagators: resolve_propagators(env),
         log_filter: resolve_log_filter(env, defaults, dev),
+        log_format: resolve_log_format(env, defaults),
         shutdown: resolve_shutdown(env, defaults),
         resource_detectors: resolve_detectors(env, defaults),
         metric_settings: resolve_metric_settings(env, defaults),
@@ -915,6 +916,47 @@ fn resolve_propagators(env: &mut Env<'_>) -> Vec<Propagator> {
     }
 }
 
+/// Precedence: `LOG_FORMAT`, the code default, `json`. An unknown value warns and uses the
+/// code default (the production contract when there is none).
+fn resolve_log_format(env: &mut Env<'_>, defaults: &Defaults) -> LogFormat {
+    const VAR: &str = "LOG_FORMAT";
+    let fallback = defaults.log_format.unwrap_or_default();
+    let Some(raw) = env.get(VAR) else {
+        return fallback;
+    };
+    match raw.to_ascii_lowercase().as_str() {
+        "json" => LogFormat::Json,
+        "pretty" | "text" => LogFormat::Pretty,
+        _ => {
+            let used = match fallback {
+                LogFormat::Json => "json",
+                LogFormat::Pretty => "pretty",
+            };
+            env.warn(VAR, &raw, "unknown format (expected json or pretty)", used);
+            fallback
+        }
+    }
+}
+
+/// The directives a live filter change installs: the same normalisation and the same quieting
+/// of transports and the SDK as `LOG_LEVEL` gets at `init`.
+pub(crate) fn live_log_filter(raw: &str) -> Result<String, String> {
+    let mut filter = normalize_filter(raw.trim())?;
+    quiet_noisy_targets(&mut filter);
+    if !filter.contains("opentelemetry") {
+        filter.push_str(",opentelemetry=warn");
+    }
+    Ok(filter)
+}
+
+fn quiet_noisy_targets(filter: &mut String) {
+    if matches!(filter.as_str(), "debug" | "trace") {
+        for target in NOISY_TARGETS {
+            filter.push_str(&format!(",{target}=info"));
+        }
+    }
+}
+
 /// Precedence: `LOG_LEVEL`, `RUST_LOG`, the code default, then `debug` in a development
 /// deployment environment, else `info`.
 fn resolve_log_filter(env: &mut Env<'_>, defaults: &Defaults, dev: bool) -> String {
@@ -940,12 +982,7 @@ fn resolve_log_filter(env: &mut Env<'_>, defaults: &Defaults, dev: bool) -> Stri
         .or(code_default)
         .unwrap_or_else(|| implicit.to_owned());
 
-    let bare_verbose = matches!(filter.as_str(), "debug" | "trace");
-    if bare_verbose {
-        for target in NOISY_TARGETS {
-            filter.push_str(&format!(",{target}=info"));
-        }
-    }
+    quiet_noisy_targets(&mut filter);
     // The SDK's own info lines are lifecycle chatter: unless OTEL_LOG_LEVEL or the filter
     // itself says otherwise, show its warnings only. An explicit OTEL_LOG_LEVEL goes last so
     // it wins over any `opentelemetry` directive in the filter.

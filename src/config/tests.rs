@@ -2860,3 +2860,51 @@ fn rpc_conventions_from_the_opt_in_list_over_code() {
         assert_no_warnings(&warnings, raw.unwrap_or_default());
     }
 }
+
+#[test]
+fn log_format_from_env_over_code_and_a_bad_value_warns() {
+    let (config, _) = resolve_on(&[]);
+    assert_eq!(config.log_format, LogFormat::Json);
+    let (config, warnings) = resolve_on(&[("LOG_FORMAT", " Pretty ")]);
+    assert_eq!(config.log_format, LogFormat::Pretty);
+    assert_no_warnings(&warnings, "Pretty");
+    let code = Defaults {
+        log_format: Some(LogFormat::Pretty),
+        ..enabled_defaults()
+    };
+    let (config, _) = resolve_with(&code, &[]);
+    assert_eq!(config.log_format, LogFormat::Pretty);
+    let (config, _) = resolve_with(&code, &[("LOG_FORMAT", "json")]);
+    assert_eq!(config.log_format, LogFormat::Json);
+    let (config, warnings) = resolve_on(&[("LOG_FORMAT", "yaml")]);
+    assert_eq!(config.log_format, LogFormat::Json);
+    let w = only_warning_about(&warnings, "LOG_FORMAT", "yaml");
+    assert_eq!(w.used_instead, "json");
+    let (config, warnings) = resolve_with(&code, &[("LOG_FORMAT", "yaml")]);
+    assert_eq!(config.log_format, LogFormat::Pretty);
+    assert_eq!(
+        only_warning_about(&warnings, "LOG_FORMAT", "yaml").used_instead,
+        "pretty"
+    );
+}
+
+#[test]
+fn a_live_log_filter_is_normalised_like_log_level_and_bad_ones_say_why() {
+    assert_eq!(
+        live_log_filter("WARNING").as_deref(),
+        Ok("warn,opentelemetry=warn")
+    );
+    let debug = live_log_filter("debug").expect("debug");
+    assert!(debug.starts_with("debug,"), "{debug}");
+    assert!(
+        debug.contains("hyper=info"),
+        "transports stay quiet: {debug}"
+    );
+    assert_eq!(
+        live_log_filter("info,opentelemetry_sdk=debug").as_deref(),
+        Ok("info,opentelemetry_sdk=debug")
+    );
+    let err = live_log_filter("verbose").expect_err("a lone unknown word");
+    assert!(err.contains("unknown level"), "{err}");
+    assert!(live_log_filter("info,hyper=loud").is_err());
+}

@@ -4,6 +4,7 @@ mod buffered;
 mod escape;
 mod json;
 mod panic;
+mod pretty;
 mod time;
 mod writer;
 
@@ -13,6 +14,7 @@ pub use buffered::{
 };
 pub(crate) use json::JsonLayer;
 pub(crate) use panic::install_panic_hook;
+pub(crate) use pretty::PrettyWriter;
 pub(crate) use time::write_timestamp;
 pub use writer::{LogWriter, MemoryWriter, Stdout};
 
