@@ -424,6 +424,7 @@ impl TelemetryBuilder {
             logger_provider: parts.pipelines.logger_provider,
             runtime: Mutex::new(parts.pipelines.runtime),
             ledgers: parts.pipelines.ledgers,
+            closing: parts.pipelines.closing,
             writer: self.writer.clone(),
             flush_timeout: self.flush_timeout,
             shut_down: AtomicBool::new(false),
@@ -468,6 +469,7 @@ impl TelemetryBuilder {
             logger_provider: None,
             runtime: Mutex::new(None),
             ledgers: Vec::new(),
+            closing: crate::export::Closing::default(),
             writer: self.writer.clone(),
             flush_timeout: self.flush_timeout,
             shut_down: AtomicBool::new(false),
@@ -516,14 +518,18 @@ pub(crate) fn subscriber(
         .with(filter)
         .with(spans)
         .with(current_tracer)
-        .with(JsonLayer::new(writer, config.logs.value_length_limit))
+        .with(JsonLayer::new(
+            writer,
+            config.logs.value_length_limit,
+            pipelines.closing.clone(),
+        ))
         .with(log_records);
     (subscriber, log_filter)
 }
 
 /// Targets whose telemetry must never be exported: the SDK's own diagnostics and the
 /// transports the exporters use, which would otherwise feed back into themselves.
-fn is_internal(target: &str) -> bool {
+pub(crate) fn is_internal(target: &str) -> bool {
     if target.starts_with("opentelemetry") {
         return true;
     }
@@ -695,12 +701,22 @@ fn report(parts: &Parts, log_bridge: bool) {
 
 /// One structured warning for a value that could not be used.
 pub(crate) fn warn_config(w: &ConfigWarning) {
-    tracing::warn!(
-        target: "service_telemetry::config",
-        variable = %w.variable,
-        value = %w.value,
-        reason = %w.reason,
-        used_instead = %w.used_instead,
-        "invalid configuration: {w}"
-    );
+    match w.kind {
+        crate::ConfigWarningKind::Mismatch => tracing::warn!(
+            target: "service_telemetry::config",
+            variable = %w.variable,
+            value = %w.value,
+            reason = %w.reason,
+            fix = %w.used_instead,
+            "configuration mismatch: {w}"
+        ),
+        _ => tracing::warn!(
+            target: "service_telemetry::config",
+            variable = %w.variable,
+            value = %w.value,
+            reason = %w.reason,
+            used_instead = %w.used_instead,
+            "invalid configuration: {w}"
+        ),
+    }
 }

@@ -599,27 +599,47 @@ impl fmt::Display for Headers {
     }
 }
 
-/// One environment value that could not be used.
+/// One environment value that could not be used, or that is used but looks like a mistake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConfigWarning {
     /// The variable's name.
     pub variable: String,
-    /// The rejected value (redacted for secret-bearing variables).
+    /// The value (redacted for secret-bearing variables).
     pub value: String,
-    /// Why it was rejected.
+    /// Why it was rejected, or why it looks wrong.
     pub reason: String,
-    /// What was used instead.
+    /// What was used instead; for a [`ConfigWarningKind::Mismatch`], what to set to fix it.
     pub used_instead: String,
+    /// Whether the value was rejected or is used as given.
+    pub kind: ConfigWarningKind,
+}
+
+/// What happened to the value a [`ConfigWarning`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigWarningKind {
+    /// The value could not be used; [`ConfigWarning::used_instead`] was.
+    Rejected,
+    /// The value is valid and used as given, but it contradicts another setting (an endpoint
+    /// on the other protocol's well-known port). Nothing is guessed: the operator fixes it.
+    Mismatch,
 }
 
 impl fmt::Display for ConfigWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}={:?} ignored: {}; using {}",
-            self.variable, self.value, self.reason, self.used_instead
-        )
+        match self.kind {
+            ConfigWarningKind::Rejected => write!(
+                f,
+                "{}={:?} ignored: {}; using {}",
+                self.variable, self.value, self.reason, self.used_instead
+            ),
+            ConfigWarningKind::Mismatch => write!(
+                f,
+                "{}={:?} is used as given, but {}; {}",
+                self.variable, self.value, self.reason, self.used_instead
+            ),
+        }
     }
 }
 

@@ -18,7 +18,8 @@ mod telemetry;
 
 pub use builder::{ScopedTelemetry, TelemetryBuilder};
 pub use config::{
-    Config, ConfigWarning, LogFormat, ResourceDetector, RpcConventions, ShutdownConfig, Signal,
+    Config, ConfigWarning, ConfigWarningKind, LogFormat, ResourceDetector, RpcConventions,
+    ShutdownConfig, Signal,
 };
 pub use error::{FlushError, InitError, LogFilterError};
 pub use export::{DEFAULT_EXPORT_REPORT_INTERVAL, ExportStats, SignalStats};

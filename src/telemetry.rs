@@ -34,6 +34,8 @@ pub(crate) struct Inner {
     pub(crate) logger_provider: Option<SdkLoggerProvider>,
     pub(crate) runtime: Mutex<Option<Runtime>>,
     pub(crate) ledgers: Vec<Arc<Ledger>>,
+    /// How far the shutdown has got, for the exporters and the log layer.
+    pub(crate) closing: crate::export::Closing,
     pub(crate) writer: Arc<dyn LogWriter>,
     pub(crate) flush_timeout: Duration,
     pub(crate) shut_down: AtomicBool,
@@ -199,16 +201,19 @@ impl Telemetry {
         self.inner.shut_down.load(Ordering::Acquire)
     }
 
-    /// What dropping the guard does: shut down within the flush timeout, warn if incomplete.
+    /// What dropping the guard does: shut down within the flush timeout (what went wrong is
+    /// logged by the shutdown itself, before the totals).
     pub(crate) fn close(&self) {
         let timeout = self.inner.flush_timeout;
-        if let Err(e) = self
+        let _ = self
             .inner
-            .shutdown(timeout, FINAL_SCRAPE_WINDOW.min(timeout / 2))
-        {
-            tracing::warn!(target: "service_telemetry", error = %e, "telemetry shutdown incomplete");
-            self.inner.writer.flush();
-        }
+            .shutdown(timeout, FINAL_SCRAPE_WINDOW.min(timeout / 2));
+    }
+
+    /// The bound of a final flush on its own (the guard's drop, or the one [`crate::Shutdown`]
+    /// runs after its steps, which also caps it by the telemetry reserve).
+    pub(crate) fn flush_timeout(&self) -> Duration {
+        self.inner.flush_timeout
     }
 }
 
@@ -218,6 +223,7 @@ impl Inner {
             return Ok(());
         }
         self.logs_open.store(false, Ordering::Relaxed);
+        self.closing.begin_final_flush();
         #[cfg(feature = "prometheus")]
         let mut prometheus = self
             .prometheus
@@ -241,9 +247,28 @@ impl Inner {
         if let Some(mut server) = prometheus {
             server.stop();
         }
+        if let Err(FlushError::TimedOut { timeout, pending }) = &result {
+            let pending: Vec<&str> = pending.iter().map(|s| s.as_str()).collect();
+            let listed = match pending.split_last() {
+                Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+                _ => pending.concat(),
+            };
+            tracing::warn!(
+                target: "service_telemetry::export",
+                timeout_ms = timeout.as_millis() as u64,
+                unconfirmed = %pending.join(","),
+                "telemetry shutdown stopped waiting after {} ms: the collector did not confirm \
+                 the last {}; what they held is counted below as undelivered",
+                timeout.as_millis(),
+                listed,
+            );
+        }
         for ledger in &self.ledgers {
             ledger.log_totals();
         }
+        // The totals are the last word: later SDK diagnostics (from the threads just
+        // abandoned) are not written.
+        self.closing.totals_reported();
         if let Some(runtime) = self
             .runtime
             .lock()

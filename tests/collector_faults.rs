@@ -478,3 +478,134 @@ fn memory_stays_flat_under_sustained_load_against_a_black_hole() {
         assert!(n <= allowed, "{n} export lines for {signal} in {seconds} s");
     }
 }
+
+/// The service's stdout after the first export totals line: only the other totals lines.
+fn lines_after_the_totals(service: &Service) -> Vec<String> {
+    let lines: Vec<Value> = service.child.json();
+    let first = lines
+        .iter()
+        .position(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("export totals"))
+        })
+        .unwrap_or_else(|| panic!("no totals line\n{}", service.child.output()));
+    lines[first..]
+        .iter()
+        .filter(|l| {
+            !l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("export totals"))
+        })
+        .map(Value::to_string)
+        .collect()
+}
+
+#[test]
+fn shutdown_against_a_black_hole_with_the_default_budget_ends_within_the_flush_bound() {
+    let _serial = one_at_a_time();
+    const REQUESTS: usize = 300;
+    for grpc in [true, false] {
+        let (hole, _hole_thread) = black_hole();
+        let endpoint = format!("http://127.0.0.1:{hole}");
+        // The defaults a service runs with: a 30 s budget and a 10 s export timeout (empty
+        // means unset). Only the batching is quicker, so exports are in flight at SIGTERM.
+        let mut service = start_service(
+            grpc,
+            &endpoint,
+            &[
+                ("SHUTDOWN_TIMEOUT_MS", ""),
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", ""),
+            ],
+        );
+        let mut client = KeepAlive::connect(service.port);
+        for _ in 0..REQUESTS {
+            assert_eq!(client.get("/work?ms=0"), 200);
+        }
+        drop(client);
+        let (status, took) = service.stop();
+        println!(
+            "grpc={grpc}: black hole, default budget: SIGTERM to exit {} ms",
+            took.as_millis()
+        );
+        assert_clean(&service, status);
+        // Steps take milliseconds; the final flush is cut at the 5 s flush timeout (the
+        // reserve is 5 s too), not at what is left of the 30 s budget.
+        assert!(
+            took < Duration::from_millis(7000),
+            "grpc={grpc}: shutdown took {took:?}\n{}",
+            service.child.output()
+        );
+        let traces = service.totals("traces");
+        assert_eq!(count(&traces, "exported"), 0, "{traces}");
+        assert!(
+            count(&traces, "failed") + count(&traces, "dropped") + count(&traces, "undelivered")
+                >= REQUESTS as u64,
+            "every span is counted as lost: {traces}"
+        );
+        let stopped_waiting = service
+            .export_lines()
+            .into_iter()
+            .find(|l| {
+                l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("telemetry shutdown stopped waiting after"))
+            })
+            .unwrap_or_else(|| panic!("no stopped-waiting line\n{}", service.child.output()));
+        assert_eq!(stopped_waiting["level"], "warn", "{stopped_waiting}");
+        assert!(
+            stopped_waiting["unconfirmed"]
+                .as_str()
+                .is_some_and(|s| s.contains("traces")),
+            "{stopped_waiting}"
+        );
+        let after = lines_after_the_totals(&service);
+        assert!(
+            after.is_empty(),
+            "grpc={grpc}: lines after the totals: {after:#?}"
+        );
+        let output = service.child.output();
+        assert!(
+            !output.contains("timing out") && !output.contains("InternalFailure"),
+            "grpc={grpc}: SDK shutdown diagnostics leaked:\n{output}"
+        );
+    }
+}
+
+#[test]
+fn a_clean_shutdown_against_a_refused_port_ends_with_the_totals_in_plain_words() {
+    let _serial = one_at_a_time();
+    for grpc in [true, false] {
+        let refused = free_port();
+        let mut service = start_service(grpc, &format!("http://127.0.0.1:{refused}"), &[]);
+        let mut client = KeepAlive::connect(service.port);
+        for _ in 0..50 {
+            assert_eq!(client.get("/work?ms=0"), 200);
+        }
+        drop(client);
+        wait_for_trace_export_failure(&mut service);
+        let (status, took) = service.stop();
+        assert_clean(&service, status);
+        println!(
+            "grpc={grpc}: refused port: SIGTERM to exit {} ms",
+            took.as_millis()
+        );
+        // One attempt per export once shutdown began: no backoff to wait out.
+        assert!(took < Duration::from_millis(2500), "grpc={grpc}: {took:?}");
+        let after = lines_after_the_totals(&service);
+        assert!(
+            after.is_empty(),
+            "grpc={grpc}: lines after the totals: {after:#?}"
+        );
+        let output = service.child.output();
+        for jargon in ["InternalFailure", "Failed to shutdown", "queued up to 0"] {
+            assert!(
+                !output.contains(jargon),
+                "grpc={grpc}: {jargon:?} in the output:\n{output}"
+            );
+        }
+        let metrics = service.totals("metrics");
+        assert_eq!(count(&metrics, "exported"), 0, "{metrics}");
+        assert!(count(&metrics, "failed") > 0, "{metrics}");
+    }
+}

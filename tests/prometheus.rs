@@ -252,7 +252,7 @@ fn a_port_in_use_gives_one_warning_and_the_service_still_starts() {
         ],
     );
     let web = service.wait_for_listening_port(WAIT);
-    assert_eq!(http_get(web, "/health").0, 200, "the service serves");
+    assert_eq!(http_get(web, "/livez").0, 200, "the service serves");
     let warnings: Vec<Value> = service
         .json()
         .into_iter()

@@ -5,7 +5,7 @@ use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
 use super::{
-    Batching, Compression, Config, ConfigWarning, DEFAULT_CARDINALITY_LIMIT,
+    Batching, Compression, Config, ConfigWarning, ConfigWarningKind, DEFAULT_CARDINALITY_LIMIT,
     DEFAULT_EXPORT_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_VALUE_LENGTH_LIMIT, Defaults,
     Headers, HistogramAggregation, LogFormat, MAX_CARDINALITY_LIMIT, MAX_QUEUE_SIZE, MAX_SHUTDOWN,
     MetricSettings, NO_LIMIT, PrometheusEndpoint, Propagator, Protocol, ResourceDetector,
@@ -77,6 +77,22 @@ impl<'a> Env<'a> {
             value: bounded(value),
             reason: bounded(&reason.into()),
             used_instead: bounded(&used.into()),
+            kind: ConfigWarningKind::Rejected,
+        };
+        if !self.warnings.contains(&warning) {
+            self.warnings.push(warning);
+        }
+    }
+
+    /// Records a value that is used as given but contradicts another setting; `fix` says what
+    /// to set. Reported once, like [`warn`](Self::warn).
+    fn mismatch(&mut self, variable: &str, value: &str, reason: String, fix: String) {
+        let warning = ConfigWarning {
+            variable: bounded(variable),
+            value: bounded(value),
+            reason: bounded(&reason),
+            used_instead: bounded(&fix),
+            kind: ConfigWarningKind::Mismatch,
         };
         if !self.warnings.contains(&warning) {
             self.warnings.push(warning);
@@ -483,13 +499,13 @@ fn resolve_signal(env: &mut Env<'_>, signal: Signal) -> SignalConfig {
         format!("OTEL_EXPORTER_OTLP_{up}_PROTOCOL"),
         "OTEL_EXPORTER_OTLP_PROTOCOL".to_owned(),
     ];
-    let protocol = env
+    let (protocol, protocol_source) = env
         .first(
             &[&protocol_vars[0], &protocol_vars[1]],
             &|_| "the default (http/protobuf)".into(),
             parse_protocol,
         )
-        .map_or(Protocol::HttpProtobuf, |(p, _)| p);
+        .map_or((Protocol::HttpProtobuf, None), |(p, var)| (p, Some(var)));
 
     let insecure_vars = [
         format!("OTEL_EXPORTER_OTLP_{up}_INSECURE"),
@@ -504,6 +520,7 @@ fn resolve_signal(env: &mut Env<'_>, signal: Signal) -> SignalConfig {
         .is_some_and(|(v, _)| v);
 
     let (endpoint, endpoint_source) = resolve_endpoint(env, signal, protocol, insecure);
+    warn_on_other_protocols_port(env, endpoint_source, protocol, protocol_source.as_deref());
     let endpoint_for_tls = endpoint.clone();
 
     let header_vars = [
@@ -762,6 +779,61 @@ fn resolve_endpoint(
         Some((url, _)) => (url, signal_var),
         None => (default, "default"),
     }
+}
+
+/// The collector's well-known ports: 4317 speaks OTLP/gRPC, 4318 OTLP/HTTP. An endpoint set
+/// to one with the other protocol fails every export with an error that rarely says why, so
+/// the mismatch is named at start-up, with the variable to set. The endpoint is still used as
+/// given: a collector may listen anywhere, and guessing would hide the mistake.
+fn warn_on_other_protocols_port(
+    env: &mut Env<'_>,
+    endpoint_var: &str,
+    protocol: Protocol,
+    protocol_var: Option<&str>,
+) {
+    if endpoint_var == "default" {
+        return;
+    }
+    let Some(raw) = env.get(endpoint_var) else {
+        return;
+    };
+    let Some(port) = explicit_port(&raw) else {
+        return;
+    };
+    let (other, right_port) = match (protocol, port) {
+        (Protocol::HttpProtobuf, 4317) => (Protocol::Grpc, 4318),
+        (Protocol::Grpc, 4318) => (Protocol::HttpProtobuf, 4317),
+        _ => return,
+    };
+    let protocol_from = match protocol_var {
+        Some(var) => format!("from {var}"),
+        None => "the default, as no OTEL_EXPORTER_OTLP_PROTOCOL is set".to_owned(),
+    };
+    let set = protocol_var.unwrap_or("OTEL_EXPORTER_OTLP_PROTOCOL");
+    env.mismatch(
+        endpoint_var,
+        &raw,
+        format!(
+            "port {port} is the collector's OTLP/{} port and the protocol is {} ({protocol_from})",
+            if port == 4317 { "gRPC" } else { "HTTP" },
+            protocol.as_str(),
+        ),
+        format!(
+            "set {set}={} if the collector speaks {} there, or use port {right_port}",
+            other.as_str(),
+            other.as_str(),
+        ),
+    );
+}
+
+/// The port written in `raw` (an endpoint URL, with or without a scheme), if any.
+fn explicit_port(raw: &str) -> Option<u16> {
+    let after_scheme = raw.split_once("://").map_or(raw, |(_, rest)| rest);
+    let authority = after_scheme.split(['/', '?', '#']).next()?;
+    let after_host = authority
+        .rsplit_once(']')
+        .map_or(authority, |(_, rest)| rest);
+    after_host.rsplit_once(':')?.1.parse().ok()
 }
 
 /// An absolute `http(s)://host[:port][/path]` URL. A gRPC endpoint without a scheme follows

@@ -2184,6 +2184,7 @@ fn config_warning_display_mentions_variable_value_and_fallback() {
         value: "a\"b\nc".into(),
         reason: "r".into(),
         used_instead: "u".into(),
+        kind: ConfigWarningKind::Rejected,
     };
     assert_eq!(w.to_string(), "V=\"a\\\"b\\nc\" ignored: r; using u");
 }
@@ -2907,4 +2908,89 @@ fn a_live_log_filter_is_normalised_like_log_level_and_bad_ones_say_why() {
     let err = live_log_filter("verbose").expect_err("a lone unknown word");
     assert!(err.contains("unknown level"), "{err}");
     assert!(live_log_filter("info,hyper=loud").is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// An endpoint on the other protocol's well-known port
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn grpc_port_with_the_default_http_protocol_warns_once_naming_the_protocol_variable() {
+    let (config, warnings) = resolve_on(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel:4317")]);
+    let w = only_warning_about(&warnings, "OTEL_EXPORTER_OTLP_ENDPOINT", "4317 + http");
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one warning for three signals: {warnings:#?}"
+    );
+    assert_eq!(w.kind, ConfigWarningKind::Mismatch);
+    assert_eq!(w.value, "http://otel:4317");
+    assert!(
+        w.reason.contains("4317") && w.reason.contains("gRPC"),
+        "{w}"
+    );
+    assert!(w.reason.contains("the default"), "{w}");
+    assert!(
+        w.used_instead
+            .contains("set OTEL_EXPORTER_OTLP_PROTOCOL=grpc"),
+        "{w}"
+    );
+    assert!(w.used_instead.contains("port 4318"), "{w}");
+    assert!(w.to_string().contains("is used as given"), "{w}");
+    // Nothing is guessed: the endpoint and the protocol stay as configured.
+    assert_eq!(config.traces.endpoint, "http://otel:4317/v1/traces");
+    assert_eq!(config.traces.protocol, Protocol::HttpProtobuf);
+}
+
+#[test]
+fn http_port_with_grpc_names_the_variable_that_chose_grpc() {
+    let (config, warnings) = resolve_on(&[
+        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "http://127.0.0.1:4318",
+        ),
+    ]);
+    let w = only_warning_about(
+        &warnings,
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "4318 + grpc",
+    );
+    assert_eq!(w.kind, ConfigWarningKind::Mismatch);
+    assert!(
+        w.reason.contains("from OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"),
+        "{w}"
+    );
+    assert!(
+        w.used_instead
+            .contains("set OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=http/protobuf"),
+        "{w}"
+    );
+    assert!(w.used_instead.contains("port 4317"), "{w}");
+    assert_eq!(config.traces.endpoint, "http://127.0.0.1:4318");
+}
+
+#[test]
+fn matching_ports_other_ports_and_defaults_do_not_warn() {
+    for pairs in [
+        vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel:4318")],
+        vec![
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel:4317"),
+        ],
+        vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel:14317")],
+        vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel")],
+        vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://[::1]:4318/base")],
+        vec![("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")],
+        vec![],
+    ] {
+        let (_, warnings) = resolve_on(&pairs);
+        assert_no_warnings(&warnings, &format!("{pairs:?}"));
+    }
+    let (_, warnings) = resolve_on(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://[::1]:4317/")]);
+    assert_eq!(
+        warnings.len(),
+        1,
+        "IPv6 host with the gRPC port: {warnings:#?}"
+    );
 }

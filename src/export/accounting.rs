@@ -257,6 +257,16 @@ impl Ledger {
         let signal = self.signal.as_str();
         let unit = self.unit();
         match report {
+            // Metrics have no queue: a failed export's points are lost, and the next interval
+            // exports afresh (cumulative sums then carry the whole total again).
+            Report::FailureStarted { error } if self.signal == Signal::Metrics => tracing::warn!(
+                target: "service_telemetry::export",
+                signal,
+                error = %error,
+                "{signal} export failing: {error}; each failed export is lost and the next one \
+                 is tried at the usual interval; a summary follows at most every {} s while it lasts",
+                self.report_interval().as_secs(),
+            ),
             Report::FailureStarted { error } => tracing::warn!(
                 target: "service_telemetry::export",
                 signal,
@@ -339,7 +349,7 @@ impl Ledger {
                     failed = stats.failed,
                     dropped = stats.dropped,
                     undelivered = stats.queued,
-                    "{signal} export totals: {} {unit} exported, {} lost in failed exports, {} dropped at a full queue, {} still queued at shutdown",
+                    "{signal} export totals: {} {unit} exported, {} lost in failed exports, {} dropped at a full queue, {} undelivered at exit (still queued, or in an export the collector never answered)",
                     stats.exported,
                     stats.failed,
                     stats.dropped,

@@ -14,6 +14,8 @@ use std::time::Duration;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use tokio::runtime::Handle;
 
+use super::closing::Closing;
+
 /// Polls the inner future inside `handle`'s runtime context, when there is one.
 struct InRuntime<'a> {
     handle: Option<Handle>,
@@ -30,32 +32,56 @@ impl Future for InRuntime<'_> {
     }
 }
 
+/// The two exporters of one signal: the one used while the service runs (with retries), and
+/// the one the final flush uses (one attempt each), built alike otherwise.
+#[derive(Debug)]
+pub(crate) struct Exporters<E> {
+    pub(crate) running: E,
+    pub(crate) final_flush: E,
+    pub(crate) closing: Closing,
+}
+
 /// An OTLP exporter. With a runtime (gRPC), every export runs inside it and ends within
 /// `timeout`; without one (blocking HTTP, whose client has its own runtime and timeout), the
-/// export is passed through.
+/// export is passed through. Once the final flush has begun, exports go to the exporter that
+/// does not retry.
 #[derive(Debug)]
 pub(crate) struct OnRuntime<E> {
     inner: E,
+    final_flush: E,
+    closing: Closing,
     handle: Option<Handle>,
     timeout: Duration,
 }
 
 impl<E> OnRuntime<E> {
     #[cfg_attr(not(feature = "grpc"), allow(dead_code))]
-    pub(crate) fn new(inner: E, handle: Handle, timeout: Duration) -> Self {
+    pub(crate) fn new(exporters: Exporters<E>, handle: Handle, timeout: Duration) -> Self {
         OnRuntime {
-            inner,
+            inner: exporters.running,
+            final_flush: exporters.final_flush,
+            closing: exporters.closing,
             handle: Some(handle),
             timeout,
         }
     }
 
     #[cfg_attr(not(feature = "http"), allow(dead_code))]
-    pub(crate) fn passthrough(inner: E) -> Self {
+    pub(crate) fn passthrough(exporters: Exporters<E>) -> Self {
         OnRuntime {
-            inner,
+            inner: exporters.running,
+            final_flush: exporters.final_flush,
+            closing: exporters.closing,
             handle: None,
             timeout: Duration::ZERO,
+        }
+    }
+
+    fn current(&self) -> &E {
+        if self.closing.in_final_flush() {
+            &self.final_flush
+        } else {
+            &self.inner
         }
     }
 
@@ -86,11 +112,12 @@ impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanEx
     for OnRuntime<E>
 {
     async fn export(&self, batch: Vec<opentelemetry_sdk::trace::SpanData>) -> OTelSdkResult {
-        self.run(self.inner.export(batch)).await
+        self.run(self.current().export(batch)).await
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
         let _entered = self.enter();
+        let _ = self.final_flush.shutdown_with_timeout(timeout);
         self.inner.shutdown_with_timeout(timeout)
     }
 
@@ -100,6 +127,7 @@ impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanEx
     }
 
     fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.final_flush.set_resource(resource);
         self.inner.set_resource(resource)
     }
 }
@@ -108,15 +136,17 @@ impl<E: opentelemetry_sdk::logs::LogExporter> opentelemetry_sdk::logs::LogExport
     for OnRuntime<E>
 {
     async fn export(&self, batch: opentelemetry_sdk::logs::LogBatch<'_>) -> OTelSdkResult {
-        self.run(self.inner.export(batch)).await
+        self.run(self.current().export(batch)).await
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
         let _entered = self.enter();
+        let _ = self.final_flush.shutdown_with_timeout(timeout);
         self.inner.shutdown_with_timeout(timeout)
     }
 
     fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.final_flush.set_resource(resource);
         self.inner.set_resource(resource)
     }
 }
@@ -128,7 +158,7 @@ impl<E: opentelemetry_sdk::metrics::exporter::PushMetricExporter>
         &self,
         metrics: &opentelemetry_sdk::metrics::data::ResourceMetrics,
     ) -> OTelSdkResult {
-        self.run(self.inner.export(metrics)).await
+        self.run(self.current().export(metrics)).await
     }
 
     fn force_flush(&self) -> OTelSdkResult {
@@ -138,6 +168,7 @@ impl<E: opentelemetry_sdk::metrics::exporter::PushMetricExporter>
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
         let _entered = self.enter();
+        let _ = self.final_flush.shutdown_with_timeout(timeout);
         self.inner.shutdown_with_timeout(timeout)
     }
 

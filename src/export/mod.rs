@@ -6,6 +6,7 @@
 mod accounting;
 #[cfg(any(feature = "grpc", feature = "http"))]
 mod bounded;
+mod closing;
 mod console;
 mod otlp;
 mod pipeline;
@@ -26,7 +27,8 @@ use tokio::runtime::{Handle, Runtime};
 use crate::config::{Config, Protocol, Sampler, Signal, SignalConfig};
 use crate::metrics::MetricsSetup;
 #[cfg(any(feature = "grpc", feature = "http"))]
-use bounded::OnRuntime;
+use bounded::{Exporters, OnRuntime};
+pub(crate) use closing::Closing;
 use console::Console;
 #[cfg_attr(not(any(feature = "grpc", feature = "http")), allow(unused_imports))]
 use pipeline::{Accounted, AdmittedLogs, AdmittedSpans};
@@ -114,6 +116,8 @@ pub(crate) struct Pipelines {
     /// Which signals go to an exporter supplied in code.
     pub(crate) custom_traces: bool,
     pub(crate) custom_logs: bool,
+    /// How far the shutdown has got (see [`Closing`]).
+    pub(crate) closing: Closing,
     /// The scrape endpoint, when `OTEL_METRICS_EXPORTER` lists `prometheus` and it could bind.
     #[cfg(feature = "prometheus")]
     pub(crate) prometheus: Option<crate::metrics::prometheus::PrometheusServer>,
@@ -127,6 +131,7 @@ pub(crate) fn build(
     metrics: &MetricsSetup,
 ) -> (Pipelines, Vec<ExportProblem>) {
     let (custom_traces, custom_logs) = (custom.spans.is_some(), custom.logs.is_some());
+    let closing = Closing::default();
     let mut problems = Vec::new();
     let mut ledgers = Vec::new();
     let runtime = if needs_runtime(config) {
@@ -144,6 +149,10 @@ pub(crate) fn build(
         None
     };
     let handle = runtime.as_ref().map(Runtime::handle);
+    let transport = Transport {
+        handle,
+        closing: &closing,
+    };
 
     let mut traces = SdkTracerProvider::builder()
         .with_sampler(sdk_sampler(config.sampler))
@@ -161,7 +170,7 @@ pub(crate) fn build(
         traces = add_traces(
             traces,
             &config.traces,
-            handle,
+            &transport,
             &mut problems,
             &mut ledgers,
             report_interval,
@@ -179,7 +188,7 @@ pub(crate) fn build(
         let (mut builder, mut ok) = add_metrics(
             builder,
             &config.metrics,
-            handle,
+            &transport,
             &mut problems,
             &mut ledgers,
             report_interval,
@@ -226,7 +235,7 @@ pub(crate) fn build(
             let (builder, ok) = add_logs(
                 builder,
                 &config.logs,
-                handle,
+                &transport,
                 &mut problems,
                 &mut ledgers,
                 report_interval,
@@ -275,10 +284,20 @@ pub(crate) fn build(
         ledgers,
         custom_traces,
         custom_logs,
+        closing,
         #[cfg(feature = "prometheus")]
         prometheus,
     };
     (pipelines, problems)
+}
+
+/// What every OTLP exporter of one `build` shares: the runtime that drives gRPC, and the
+/// shutdown's progress.
+struct Transport<'a> {
+    #[cfg_attr(not(any(feature = "grpc", feature = "http")), allow(dead_code))]
+    handle: Option<&'a Handle>,
+    #[cfg_attr(not(any(feature = "grpc", feature = "http")), allow(dead_code))]
+    closing: &'a Closing,
 }
 
 fn needs_runtime(config: &Config) -> bool {
@@ -317,9 +336,10 @@ fn sdk_sampler(sampler: Sampler) -> opentelemetry_sdk::trace::Sampler {
 /// Builds the OTLP exporter `$exporter` (an opentelemetry-otlp exporter type) for `$config`,
 /// as `Result<OnRuntime<$exporter>, String>`.
 macro_rules! otlp_exporter {
-    ($exporter:ty, $config:expr, $handle:expr) => {{
+    ($exporter:ty, $config:expr, $handle:expr, $closing:expr) => {{
         let config: &SignalConfig = $config;
         let handle: Option<&Handle> = $handle;
+        let closing: &Closing = $closing;
         otlp::preflight(config).and_then(|()| {
             let tls = otlp::tls_for(config)?;
             match config.protocol {
@@ -328,22 +348,46 @@ macro_rules! otlp_exporter {
                     let handle = handle.ok_or_else(|| "no export runtime for gRPC".to_owned())?;
                     // tonic spawns its connection task on the runtime current at build time.
                     let _entered = handle.enter();
-                    otlp::tonic(<$exporter>::builder().with_tonic(), config, tls.as_ref())
+                    let build = |retries| {
+                        otlp::tonic(
+                            <$exporter>::builder().with_tonic(),
+                            config,
+                            tls.as_ref(),
+                            retries,
+                        )
                         .build()
-                        .map(|e| OnRuntime::new(e, handle.clone(), config.export_timeout()))
                         .map_err(|e| e.to_string())
+                    };
+                    let exporters = Exporters {
+                        running: build(otlp::Retries::WhileRunning)?,
+                        final_flush: build(otlp::Retries::FinalFlush)?,
+                        closing: closing.clone(),
+                    };
+                    Ok(OnRuntime::new(
+                        exporters,
+                        handle.clone(),
+                        config.export_timeout(),
+                    ))
                 }
                 #[cfg(feature = "http")]
                 Protocol::HttpProtobuf => {
                     let _ = handle;
-                    otlp::http(<$exporter>::builder().with_http(), config, tls)?
-                        .build()
-                        .map(OnRuntime::passthrough)
-                        .map_err(|e| e.to_string())
+                    let client = otlp::http_client(config, tls)?;
+                    let build = |retries| {
+                        otlp::http(<$exporter>::builder().with_http(), config, &client, retries)
+                            .build()
+                            .map_err(|e| e.to_string())
+                    };
+                    let exporters = Exporters {
+                        running: build(otlp::Retries::WhileRunning)?,
+                        final_flush: build(otlp::Retries::FinalFlush)?,
+                        closing: closing.clone(),
+                    };
+                    Ok(OnRuntime::passthrough(exporters))
                 }
                 #[allow(unreachable_patterns)]
                 _ => {
-                    let _ = (handle, tls);
+                    let _ = (handle, tls, closing);
                     Err(format!(
                         "protocol {} is not compiled in",
                         config.protocol.as_str()
@@ -361,7 +405,7 @@ macro_rules! add_exporters {
         fn $name(
             mut builder: $builder,
             config: &SignalConfig,
-            handle: Option<&Handle>,
+            transport: &Transport<'_>,
             problems: &mut Vec<ExportProblem>,
             ledgers: &mut Vec<Arc<Ledger>>,
             report_interval: Duration,
@@ -372,7 +416,7 @@ macro_rules! add_exporters {
                 #[cfg(any(feature = "grpc", feature = "http"))]
                 {
                     let built: Result<OnRuntime<$exporter>, String> =
-                        otlp_exporter!($exporter, config, handle);
+                        otlp_exporter!($exporter, config, transport.handle, transport.closing);
                     match built {
                         Ok(exporter) => {
                             let ledger = Ledger::new(
@@ -398,7 +442,7 @@ macro_rules! add_exporters {
                 }
                 #[cfg(not(any(feature = "grpc", feature = "http")))]
                 {
-                    let _ = (handle, &ledgers, report_interval);
+                    let _ = (transport, &ledgers, report_interval);
                     let cause = otlp::preflight(config)
                         .err()
                         .unwrap_or_else(|| "no OTLP transport is compiled in".into());

@@ -54,8 +54,36 @@ fn compression(config: &SignalConfig) -> Option<opentelemetry_otlp::Compression>
     }
 }
 
+/// How often an export is retried. Once the final flush has begun, never: a collector that
+/// fails it will not recover within the shutdown's bound, and each retry is time a rollout
+/// waits for.
+#[cfg(any(feature = "grpc", feature = "http"))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Retries {
+    /// opentelemetry-otlp's recommended policy (3 retries with exponential backoff) within
+    /// the export timeout.
+    WhileRunning,
+    /// One attempt.
+    FinalFlush,
+}
+
+#[cfg(any(feature = "grpc", feature = "http"))]
+impl Retries {
+    fn policy(self) -> opentelemetry_otlp::RetryPolicy {
+        match self {
+            Retries::WhileRunning => opentelemetry_otlp::RetryPolicy::recommended(),
+            Retries::FinalFlush => opentelemetry_otlp::RetryPolicy::disabled(),
+        }
+    }
+}
+
 #[cfg(feature = "grpc")]
-pub(crate) fn tonic<B>(builder: B, config: &SignalConfig, tls: Option<&TlsMaterial>) -> B
+pub(crate) fn tonic<B>(
+    builder: B,
+    config: &SignalConfig,
+    tls: Option<&TlsMaterial>,
+    retries: Retries,
+) -> B
 where
     B: opentelemetry_otlp::WithExportConfig + opentelemetry_otlp::WithTonicConfig,
 {
@@ -72,6 +100,7 @@ where
     let builder = builder
         .with_endpoint(config.endpoint.clone())
         .with_timeout(config.export_timeout())
+        .with_retry_policy(retries.policy())
         .with_metadata(MetadataMap::from_headers(headers));
     #[cfg(feature = "tls")]
     let builder = match tls {
@@ -86,12 +115,30 @@ where
     }
 }
 
+/// The HTTP client of one signal's exporters, built once so that the running and the final
+/// exporter share its connections. `None` leaves the SDK's default client (a build without
+/// TLS support).
 #[cfg(feature = "http")]
-pub(crate) fn http<B>(
-    builder: B,
+pub(crate) struct HttpClient(#[cfg(feature = "tls")] reqwest::blocking::Client);
+
+#[cfg(feature = "http")]
+pub(crate) fn http_client(
     config: &SignalConfig,
     tls: Option<TlsMaterial>,
-) -> Result<B, String>
+) -> Result<HttpClient, String> {
+    // Our own client: the SDK's default one applies no certificates, and with rustls compiled
+    // in it would fail to build on an image without system CA certificates even for http.
+    #[cfg(feature = "tls")]
+    return super::tls::blocking_client(tls, config.export_timeout()).map(HttpClient);
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = (config, tls);
+        Ok(HttpClient())
+    }
+}
+
+#[cfg(feature = "http")]
+pub(crate) fn http<B>(builder: B, config: &SignalConfig, client: &HttpClient, retries: Retries) -> B
 where
     B: opentelemetry_otlp::WithExportConfig + opentelemetry_otlp::WithHttpConfig,
 {
@@ -104,16 +151,14 @@ where
         .with_endpoint(config.endpoint.clone())
         .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
         .with_timeout(config.export_timeout())
+        .with_retry_policy(retries.policy())
         .with_headers(headers);
-    // Our own client: the SDK's default one applies no certificates, and with rustls compiled
-    // in it would fail to build on an image without system CA certificates even for http.
     #[cfg(feature = "tls")]
-    let builder =
-        builder.with_http_client(super::tls::blocking_client(tls, config.export_timeout())?);
+    let builder = builder.with_http_client(client.0.clone());
     #[cfg(not(feature = "tls"))]
-    let _ = tls;
-    Ok(match compression(config) {
+    let _ = client;
+    match compression(config) {
         Some(c) => builder.with_compression(c),
         None => builder,
-    })
+    }
 }

@@ -15,6 +15,8 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
+use crate::export::Closing;
+
 use super::escape::{
     debug_quoted_into, display_or_debug_quoted_into, escape_into, quoted_bounded_into, quoted_into,
 };
@@ -43,6 +45,9 @@ const REPLACED_SDK_EVENTS: &[&str] = &[
     "Export.Failed.Exhausted",
     "Export.Failed.DeadlineExceeded",
     "Export.Failed.NonRetryable",
+    // Replaced by the one "telemetry shutdown stopped waiting" line before the totals.
+    "BatchSpanProcessor.Shutdown.Timeout",
+    "BatchLogProcessor.Shutdown.Timeout",
 ];
 
 fn replaced_by_ledger(meta: &tracing::Metadata<'_>) -> bool {
@@ -59,15 +64,26 @@ pub(crate) struct JsonLayer {
     dispatch: OnceLock<WeakDispatch>,
     /// Longest value (message, field) in bytes; longer ones are cut with a note.
     value_limit: usize,
+    /// After the export totals, the SDK's and the transports' events are not written.
+    closing: Closing,
 }
 
 impl JsonLayer {
-    pub(crate) fn new(writer: Arc<dyn LogWriter>, value_limit: usize) -> Self {
+    pub(crate) fn new(writer: Arc<dyn LogWriter>, value_limit: usize, closing: Closing) -> Self {
         JsonLayer {
             writer,
             dispatch: OnceLock::new(),
             value_limit,
+            closing,
         }
+    }
+
+    /// Events that are not written: the SDK's per-batch errors (the ledger reports those), and
+    /// anything the SDK or a transport says once the totals are out (a processor thread
+    /// abandoned at the deadline still reports its timeout; the totals are the last word).
+    fn suppressed(&self, meta: &tracing::Metadata<'_>) -> bool {
+        replaced_by_ledger(meta)
+            || (self.closing.sdk_silenced() && crate::builder::is_internal(meta.target()))
     }
 }
 
@@ -117,7 +133,7 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        if replaced_by_ledger(event.metadata()) {
+        if self.suppressed(event.metadata()) {
             return;
         }
         let now = SystemTime::now();

@@ -360,7 +360,8 @@ impl Shared {
         if let Some(telemetry) = &self.telemetry {
             let left = hard_deadline
                 .saturating_duration_since(Instant::now())
-                .saturating_sub(EXIT_MARGIN);
+                .saturating_sub(EXIT_MARGIN)
+                .min(telemetry.flush_timeout());
             if !finishing && !left.is_zero() {
                 // Wedged: no waiting for a final Prometheus scrape.
                 let _ = telemetry.shutdown_with_scrape_window(left, Duration::ZERO);

@@ -54,8 +54,10 @@ const MAX_DEFAULT_RESERVE: Duration = Duration::from_secs(5);
 /// 3. [`token`](Shutdown::token) is cancelled and the steps run in registration order, one at
 ///    a time, each isolated: an error, a panic or an overrun of its own timeout is logged
 ///    with its name and the next step runs;
-/// 4. one `info` line reports every step, the telemetry is flushed with what is left of the
-///    budget (at least the reserve), and the process exits with code 0.
+/// 4. one `info` line reports every step, the telemetry is flushed within the reserve or the
+///    telemetry's flush timeout, whichever is shorter (exports make one attempt from here on,
+///    no retries), and the process exits with code 0. A collector that never answers costs
+///    that bound, not the rest of the budget.
 ///
 /// If the steps are still running when only the reserve is left, the watchdog (an OS thread
 /// of its own) logs one `error` line naming the step that hung, flushes the telemetry and
@@ -448,12 +450,15 @@ impl Shutdown {
         };
         coordinator::log_report(&report);
         if let Some(telemetry) = &shared.telemetry {
-            // A final Prometheus scrape may take at most the reserve (see Telemetry::shutdown).
-            let left = shared.remaining(at);
-            let scrape_window = shared.settings.reserve.min(left / 2);
-            if let Err(e) = telemetry.shutdown_with_scrape_window(left, scrape_window) {
-                tracing::warn!(target: TARGET, error = %e, "telemetry flush incomplete at exit");
-            }
+            // Bounded by the flush timeout and the reserve, not by what is left of the budget:
+            // a silent collector must not hold every pod of a rollout for the whole grace
+            // period. A final Prometheus scrape gets at most half of it.
+            let bound = shared
+                .remaining(at)
+                .min(shared.settings.reserve)
+                .min(telemetry.flush_timeout());
+            // What went wrong is logged by the shutdown, before its totals (the last lines).
+            let _ = telemetry.shutdown_with_scrape_window(bound, bound / 2);
         }
         if !shared.claim_exit() {
             return shared.partial_report();

@@ -165,6 +165,44 @@ impl Running {
         }
     }
 
+    /// Waits for a stdout line, JSON or not, for which `pred` holds.
+    #[allow(dead_code)]
+    pub fn wait_for_line(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        if let Some(found) = self.seen.iter().find(|l| pred(l)) {
+            return found.clone();
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let hit = pred(&line);
+                    self.take(line.clone());
+                    if hit {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("no line {what} within {timeout:?}\n{}", self.output())
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("the child's stdout closed before {what}\n{}", self.output())
+                }
+            }
+        }
+    }
+
+    /// Every stdout line so far, as written.
+    #[allow(dead_code)]
+    pub fn raw_lines(&self) -> &[String] {
+        &self.seen
+    }
+
     /// Waits for the examples' `listening` line and returns the port in its `address`.
     pub fn wait_for_listening_port(&mut self, timeout: Duration) -> u16 {
         let listening = self.wait_for_message("listening", timeout);

@@ -9,6 +9,7 @@ use tracing_subscriber::Registry;
 use tracing_subscriber::layer::SubscriberExt;
 
 use super::JsonLayer;
+use crate::export::Closing;
 use crate::logs::MemoryWriter;
 
 /// Runs `f` under a scoped subscriber with the OTel span layer and the JSON layer; returns the
@@ -24,6 +25,7 @@ fn capture(f: impl FnOnce()) -> (Vec<Value>, Vec<SpanData>) {
         .with(JsonLayer::new(
             Arc::new(writer.clone()),
             crate::config::DEFAULT_VALUE_LENGTH_LIMIT,
+            Closing::default(),
         ));
     tracing::subscriber::with_default(subscriber, f);
     let _ = provider.force_flush();
@@ -213,7 +215,11 @@ fn a_huge_field_is_cut_to_the_limit_with_a_note_and_the_buffer_is_released() {
 fn megabyte_fields_do_not_stall_other_threads_or_grow_the_output() {
     let writer = MemoryWriter::new();
     let limit = crate::config::DEFAULT_VALUE_LENGTH_LIMIT;
-    let subscriber = Registry::default().with(JsonLayer::new(Arc::new(writer.clone()), limit));
+    let subscriber = Registry::default().with(JsonLayer::new(
+        Arc::new(writer.clone()),
+        limit,
+        Closing::default(),
+    ));
     let dispatch = tracing::Dispatch::new(subscriber);
     let big = std::sync::Arc::new("z".repeat(8 * 1024 * 1024));
     let heavy = {
@@ -250,7 +256,11 @@ fn megabyte_fields_do_not_stall_other_threads_or_grow_the_output() {
 #[test]
 fn truncation_never_splits_a_character_or_an_escape() {
     let writer = MemoryWriter::new();
-    let subscriber = Registry::default().with(JsonLayer::new(Arc::new(writer.clone()), 5));
+    let subscriber = Registry::default().with(JsonLayer::new(
+        Arc::new(writer.clone()),
+        5,
+        Closing::default(),
+    ));
     tracing::subscriber::with_default(subscriber, || {
         info!(a = "ééé", b = "\"\"\"\"\"\"", c = ?"abcdefgh", "{}", "日本語");
     });
