@@ -483,7 +483,7 @@ impl TelemetryBuilder {
 }
 
 /// The handle that swaps the level filter of a running subscriber.
-pub(crate) type LogFilterHandle = tracing_subscriber::reload::Handle<EnvFilter, Registry>;
+pub(crate) type LogFilterHandle = crate::logs::LiveFilter;
 
 /// The full subscriber: level filter (swappable at run time), span export, JSON lines and
 /// log-record export.
@@ -497,7 +497,8 @@ pub(crate) fn subscriber(
     let filter = EnvFilter::builder()
         .parse(&config.log_filter)
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let (filter, log_filter) = tracing_subscriber::reload::Layer::new(filter);
+    let filter = crate::logs::LiveFilter::new(filter, &config.log_filter);
+    let log_filter = filter.clone();
     let tracer = crate::propagation::RandomFlagTracer::new(
         pipelines.tracer_provider.tracer("service-telemetry"),
     );

@@ -141,9 +141,7 @@ impl Telemetry {
                 directives: directives.to_owned(),
                 reason: e.to_string(),
             })?;
-        handle
-            .reload(parsed)
-            .map_err(|_| crate::LogFilterError::NotInstalled)?;
+        handle.replace(parsed, &filter);
         tracing::info!(
             target: "service_telemetry",
             log_filter = %filter,

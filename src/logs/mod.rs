@@ -3,6 +3,7 @@
 mod buffered;
 mod escape;
 mod json;
+mod live_filter;
 mod panic;
 mod pretty;
 mod time;
@@ -13,6 +14,7 @@ pub use buffered::{
     FLUSH_WAIT, Overflow,
 };
 pub(crate) use json::JsonLayer;
+pub(crate) use live_filter::LiveFilter;
 pub(crate) use panic::install_panic_hook;
 pub(crate) use pretty::PrettyWriter;
 pub(crate) use time::write_timestamp;
