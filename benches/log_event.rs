@@ -7,36 +7,51 @@
 //! - this crate with export off (ids still minted and printed), with traces exported, and
 //!   with traces and log records exported (no-op exporters behind the real batch processors).
 //!
+//! The variant that exports log records is timed in stretches the queue can hold, with the
+//! exporter caught up (untimed) in between, and fails the run if any record was dropped.
+//!
 //! Run with `cargo bench --bench log_event`.
 
 mod common;
 
 use std::hint::black_box;
 
-use common::{Export, ours};
+use common::{Export, Tally, ours, timed_in_chunks};
 use criterion::{Criterion, criterion_group, criterion_main};
 use opentelemetry::trace::TracerProvider as _;
 use tracing::dispatcher::Dispatch;
 use tracing_subscriber::layer::SubscriberExt;
 
+/// Times one event under `dispatch`, letting the exporter catch up (`settle`) untimed between
+/// stretches; returns how many events were written.
 fn event_in_span(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     name: &str,
     dispatch: &Dispatch,
-) {
+    settle: &dyn Fn(),
+) -> u64 {
+    let mut events = 0u64;
     tracing::dispatcher::with_default(dispatch, || {
         let span = tracing::info_span!("request", method = "GET", route = "/orders/{id}");
         let _entered = span.enter();
         group.bench_function(name, |b| {
-            b.iter(|| {
-                tracing::info!(
-                    order_id = black_box(42u64),
-                    customer = black_box("ada"),
-                    "order loaded"
+            b.iter_custom(|iters| {
+                events += iters;
+                timed_in_chunks(
+                    iters,
+                    || {
+                        tracing::info!(
+                            order_id = black_box(42u64),
+                            customer = black_box("ada"),
+                            "order loaded"
+                        )
+                    },
+                    settle,
                 )
             })
         });
     });
+    events
 }
 
 fn ours_variant(
@@ -46,12 +61,32 @@ fn ours_variant(
 ) {
     let scoped = ours(export, &[]);
     let dispatch = tracing::dispatcher::get_default(Clone::clone);
-    event_in_span(group, name, &dispatch);
+    let settle = || {
+        let _ = scoped.telemetry().flush();
+    };
+    let events = event_in_span(group, name, &dispatch, &settle);
+    let _ = scoped.telemetry().flush();
     let stats = scoped.telemetry().export_stats();
     eprintln!(
-        "{name}: spans exported {} dropped {}, log records exported {} dropped {}",
+        "{name}: the crate's ledger: spans exported {} dropped {}, log records exported {} dropped {}",
         stats.traces.exported, stats.traces.dropped, stats.logs.exported, stats.logs.dropped
     );
+    if matches!(export, Export::TracesAndLogs) {
+        // Every event is also a log record: all of them must have reached the exporter.
+        Tally {
+            variant: name,
+            what: "log records",
+            created: events,
+            exported: stats.logs.exported,
+        }
+        .check(true);
+    } else {
+        assert_eq!(
+            stats.logs.exported, 0,
+            "{name}: no log records without a log exporter"
+        );
+        eprintln!("{name}: {events} events, none exported as records (by design)");
+    }
     drop(scoped);
 }
 
@@ -64,9 +99,9 @@ fn log_event(c: &mut Criterion) {
             .with_writer(std::io::sink)
             .finish(),
     );
-    event_in_span(&mut group, "tracing_subscriber_fmt_json", &fmt_json);
+    event_in_span(&mut group, "tracing_subscriber_fmt_json", &fmt_json, &|| ());
 
-    let provider = common::sdk_provider(opentelemetry_sdk::trace::Sampler::AlwaysOn);
+    let (provider, _) = common::sdk_provider(opentelemetry_sdk::trace::Sampler::AlwaysOn);
     let fmt_json_otel = Dispatch::new(
         tracing_subscriber::registry()
             .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench")))
@@ -80,6 +115,7 @@ fn log_event(c: &mut Criterion) {
         &mut group,
         "fmt_json_plus_tracing_opentelemetry",
         &fmt_json_otel,
+        &|| (),
     );
 
     let json_subscriber_ids = Dispatch::new(
@@ -95,6 +131,7 @@ fn log_event(c: &mut Criterion) {
         &mut group,
         "json_subscriber_with_otel_ids",
         &json_subscriber_ids,
+        &|| (),
     );
 
     ours_variant(&mut group, "service_telemetry_export_off", Export::Off);

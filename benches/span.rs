@@ -11,6 +11,12 @@
 //! The second group is the same with a parent-based 1 % ratio sampler: 99 % of these root
 //! spans are dropped, the common case for a busy service.
 //!
+//! Every variant that exports has a queue of 65 536 and is timed in stretches of at most half
+//! of it, with the exporter caught up (untimed) in between; each prints the spans it created
+//! and exported, and a variant that claims the kept path fails the run if it dropped any
+//! (a drop at a full queue is far cheaper than an export and would flatter the variant). The
+//! sampled-out group checks that about 1 % was exported.
+//!
 //! Run with `cargo bench --bench span`.
 
 mod common;
@@ -19,7 +25,7 @@ mod direct_layer;
 
 use std::hint::black_box;
 
-use common::{Export, ours};
+use common::{Export, Tally, ours, timed_in_chunks};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
 use opentelemetry::trace::{TraceContextExt as _, Tracer as _, TracerProvider as _};
@@ -28,79 +34,154 @@ use opentelemetry_sdk::trace::Sampler;
 use tracing::dispatcher::Dispatch;
 use tracing_subscriber::layer::SubscriberExt;
 
-fn tracing_span(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, dispatch: &Dispatch) {
+/// Times the span's life under `dispatch`, letting the exporter catch up (`settle`) untimed
+/// between stretches; returns how many spans were created.
+fn tracing_span(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    dispatch: &Dispatch,
+    settle: &dyn Fn(),
+) -> u64 {
+    let mut created = 0u64;
     tracing::dispatcher::with_default(dispatch, || {
         group.bench_function(name, |b| {
-            b.iter(|| {
-                let span = tracing::info_span!(
-                    "request",
-                    method = black_box("GET"),
-                    route = black_box("/orders/{id}")
-                );
-                let entered = span.enter();
-                drop(black_box(entered));
-                drop(span);
+            b.iter_custom(|iters| {
+                created += iters;
+                timed_in_chunks(
+                    iters,
+                    || {
+                        let span = tracing::info_span!(
+                            "request",
+                            method = black_box("GET"),
+                            route = black_box("/orders/{id}")
+                        );
+                        let entered = span.enter();
+                        drop(black_box(entered));
+                        drop(span);
+                    },
+                    settle,
+                )
             })
         });
     });
+    created
 }
 
-fn sdk_span(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, sampler: Sampler) {
-    let provider = common::sdk_provider(sampler);
+fn sdk_span<'a>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &'a str,
+    sampler: Sampler,
+) -> Tally<'a> {
+    let (provider, exported) = common::sdk_provider(sampler);
     let tracer = provider.tracer("bench");
+    let mut created = 0u64;
+    let settle = || {
+        let _ = provider.force_flush();
+    };
     group.bench_function(name, |b| {
-        b.iter(|| {
-            let span = tracer
-                .span_builder("request")
-                .with_attributes([
-                    KeyValue::new("method", black_box("GET")),
-                    KeyValue::new("route", black_box("/orders/{id}")),
-                ])
-                .start(&tracer);
-            let cx = Context::current_with_span(span);
-            let guard = cx.clone().attach();
-            drop(black_box(guard));
-            cx.span().end();
+        b.iter_custom(|iters| {
+            created += iters;
+            timed_in_chunks(
+                iters,
+                || {
+                    let span = tracer
+                        .span_builder("request")
+                        .with_attributes([
+                            KeyValue::new("method", black_box("GET")),
+                            KeyValue::new("route", black_box("/orders/{id}")),
+                        ])
+                        .start(&tracer);
+                    let cx = Context::current_with_span(span);
+                    let guard = cx.clone().attach();
+                    drop(black_box(guard));
+                    cx.span().end();
+                },
+                &settle,
+            )
         })
     });
+    let tally = Tally {
+        variant: name,
+        what: "spans",
+        created,
+        exported: common::exported_by(&provider, &exported),
+    };
     let _ = provider.shutdown();
+    tally
 }
 
-fn otel_layer_defaults(
-    sampler: Sampler,
-) -> (Dispatch, opentelemetry_sdk::trace::SdkTracerProvider) {
-    let provider = common::sdk_provider(sampler);
-    let dispatch = Dispatch::new(
-        tracing_subscriber::registry()
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench"))),
-    );
-    (dispatch, provider)
-}
-
-fn direct_layer(sampler: Sampler) -> (Dispatch, opentelemetry_sdk::trace::SdkTracerProvider) {
-    let provider = common::sdk_provider(sampler);
-    let dispatch = Dispatch::new(
-        tracing_subscriber::registry().with(direct_layer::DirectLayer {
-            tracer: provider.tracer("bench"),
-        }),
-    );
-    (dispatch, provider)
-}
-
-fn ours_variant(
+/// A `tracing` subscriber over an SDK provider: the span layer `layer` builds, timed, with
+/// what reached the exporter.
+fn over_sdk<'a, L>(
     group: &mut BenchmarkGroup<'_, WallTime>,
-    name: &str,
+    name: &'a str,
+    sampler: Sampler,
+    layer: impl FnOnce(opentelemetry_sdk::trace::Tracer) -> L,
+) -> Tally<'a>
+where
+    L: tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync + 'static,
+{
+    let (provider, exported) = common::sdk_provider(sampler);
+    let dispatch =
+        Dispatch::new(tracing_subscriber::registry().with(layer(provider.tracer("bench"))));
+    let settle = || {
+        let _ = provider.force_flush();
+    };
+    let created = tracing_span(group, name, &dispatch, &settle);
+    let tally = Tally {
+        variant: name,
+        what: "spans",
+        created,
+        exported: common::exported_by(&provider, &exported),
+    };
+    let _ = provider.shutdown();
+    tally
+}
+
+fn otel_layer_defaults<'a>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &'a str,
+    sampler: Sampler,
+) -> Tally<'a> {
+    over_sdk(group, name, sampler, |tracer| {
+        tracing_opentelemetry::layer().with_tracer(tracer)
+    })
+}
+
+fn direct_layer<'a>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &'a str,
+    sampler: Sampler,
+) -> Tally<'a> {
+    over_sdk(group, name, sampler, |tracer| direct_layer::DirectLayer {
+        tracer,
+    })
+}
+
+fn ours_variant<'a>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &'a str,
     export: Export,
     env: &'static [(&'static str, &'static str)],
-) {
+) -> Tally<'a> {
     let scoped = ours(export, env);
     let dispatch = tracing::dispatcher::get_default(Clone::clone);
-    tracing_span(group, name, &dispatch);
+    let settle = || {
+        let _ = scoped.telemetry().flush();
+    };
+    let created = tracing_span(group, name, &dispatch, &settle);
+    let _ = scoped.telemetry().flush();
     let stats = scoped.telemetry().export_stats();
     eprintln!(
-        "{name}: spans exported {} dropped {}",
+        "{name}: the crate's ledger: {} exported, {} dropped at a full queue",
         stats.traces.exported, stats.traces.dropped
     );
+    Tally {
+        variant: name,
+        what: "spans",
+        created,
+        exported: stats.traces.exported,
+    }
 }
 
 fn ratio() -> Sampler {
@@ -112,43 +193,58 @@ const ONE_PERCENT: &[(&str, &str)] = &[
     ("OTEL_TRACES_SAMPLER_ARG", "0.01"),
 ];
 
-fn span_lifecycle(c: &mut Criterion) {
-    let mut group = c.benchmark_group("span_lifecycle");
-    let (dispatch, provider) =
-        otel_layer_defaults(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
-    tracing_span(&mut group, "tracing_opentelemetry_defaults", &dispatch);
-    let _ = provider.shutdown();
-    sdk_span(
-        &mut group,
-        "opentelemetry_sdk_direct",
-        Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+/// A sampled-out variant keeps about 1 %: print the share, and fail if it is far off (the
+/// kept 1 % dropped at a full queue would look like the sampler at work).
+fn check_one_percent(tally: &Tally<'_>) {
+    tally.check(false);
+    if tally.created == 0 {
+        return; // not selected by the command line's filter
+    }
+    let share = tally.exported as f64 / tally.created.max(1) as f64;
+    eprintln!("{}: {:.3} % exported", tally.variant, share * 100.0);
+    assert!(
+        (0.005..0.02).contains(&share),
+        "{}: {:.3} % exported, expected about 1 %",
+        tally.variant,
+        share * 100.0
     );
+}
+
+fn span_lifecycle(c: &mut Criterion) {
+    let always = || Sampler::ParentBased(Box::new(Sampler::AlwaysOn));
+    let mut group = c.benchmark_group("span_lifecycle");
+    otel_layer_defaults(&mut group, "tracing_opentelemetry_defaults", always()).check(true);
+    sdk_span(&mut group, "opentelemetry_sdk_direct", always()).check(true);
     ours_variant(
         &mut group,
         "service_telemetry_exported",
         Export::Traces,
         &[],
-    );
-    ours_variant(&mut group, "service_telemetry_export_off", Export::Off, &[]);
-    let (dispatch, provider) = direct_layer(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
-    tracing_span(&mut group, "prototype_direct_otel_layer", &dispatch);
-    let _ = provider.shutdown();
+    )
+    .check(true);
+    // Nothing is exported by design: the spans only mint the ids of the log lines.
+    ours_variant(&mut group, "service_telemetry_export_off", Export::Off, &[]).check(false);
+    direct_layer(&mut group, "prototype_direct_otel_layer", always()).check(true);
     group.finish();
 
     let mut group = c.benchmark_group("span_sampled_out_1pct");
-    let (dispatch, provider) = otel_layer_defaults(ratio());
-    tracing_span(&mut group, "tracing_opentelemetry_defaults", &dispatch);
-    let _ = provider.shutdown();
-    sdk_span(&mut group, "opentelemetry_sdk_direct", ratio());
-    ours_variant(
+    check_one_percent(&otel_layer_defaults(
+        &mut group,
+        "tracing_opentelemetry_defaults",
+        ratio(),
+    ));
+    check_one_percent(&sdk_span(&mut group, "opentelemetry_sdk_direct", ratio()));
+    check_one_percent(&ours_variant(
         &mut group,
         "service_telemetry_exported",
         Export::Traces,
         ONE_PERCENT,
-    );
-    let (dispatch, provider) = direct_layer(ratio());
-    tracing_span(&mut group, "prototype_direct_otel_layer", &dispatch);
-    let _ = provider.shutdown();
+    ));
+    check_one_percent(&direct_layer(
+        &mut group,
+        "prototype_direct_otel_layer",
+        ratio(),
+    ));
     group.finish();
 }
 

@@ -2,30 +2,97 @@
 #![allow(dead_code)]
 
 use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::logs::{LogBatch, LogExporter};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use service_telemetry::{LogWriter, ScopedTelemetry, Telemetry};
 
-/// Accepts every batch at once: what is measured is the service side of export.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoopSpanExporter;
+/// Accepts every batch at once and counts what it was given: what is measured is the service
+/// side of export, and the count shows whether a variant exported what it claims.
+#[derive(Debug, Default, Clone)]
+pub struct NoopSpanExporter(pub Arc<AtomicU64>);
 
 impl SpanExporter for NoopSpanExporter {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        self.0.fetch_add(batch.len() as u64, Ordering::Relaxed);
         black_box(batch);
         Ok(())
     }
 }
 
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoopLogExporter;
+#[derive(Debug, Default, Clone)]
+pub struct NoopLogExporter(pub Arc<AtomicU64>);
 
 impl LogExporter for NoopLogExporter {
     async fn export(&self, batch: LogBatch<'_>) -> OTelSdkResult {
+        self.0
+            .fetch_add(batch.iter().count() as u64, Ordering::Relaxed);
         black_box(batch);
         Ok(())
+    }
+}
+
+/// Queue size for every variant that exports: large enough that a no-op exporter keeps up with
+/// a criterion loop, so the kept path is what is timed, not the drop at a full queue.
+pub const KEEP_UP_QUEUE: usize = 65_536;
+
+/// The same queue for this crate, through its environment.
+pub const KEEP_UP_ENV: &[(&str, &str)] = &[
+    ("OTEL_BSP_MAX_QUEUE_SIZE", "65536"),
+    ("OTEL_BLRP_MAX_QUEUE_SIZE", "65536"),
+];
+
+/// Most items one timed stretch produces: half the queue, so even an exporter that fell behind
+/// cannot make the queue drop.
+pub const CHUNK: u64 = (KEEP_UP_QUEUE / 2) as u64;
+
+/// Times `iters` calls of `one` in stretches of at most [`CHUNK`], calling `settle` (which waits
+/// until the exporter has caught up) untimed between them. The export thread still runs beside
+/// the timed stretches, as in a service; only the waiting for it is left out.
+pub fn timed_in_chunks(iters: u64, mut one: impl FnMut(), settle: &dyn Fn()) -> Duration {
+    let mut timed = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(CHUNK);
+        let start = Instant::now();
+        for _ in 0..n {
+            one();
+        }
+        timed += start.elapsed();
+        settle();
+        left -= n;
+    }
+    timed
+}
+
+/// What a variant produced and what reached its exporter.
+pub struct Tally<'a> {
+    pub variant: &'a str,
+    pub what: &'a str,
+    pub created: u64,
+    pub exported: u64,
+}
+
+impl Tally<'_> {
+    /// Prints the counts. With `all_kept`, a variant that lost anything fails the run: its
+    /// time would be the time of a drop.
+    pub fn check(&self, all_kept: bool) {
+        let dropped = self.created.saturating_sub(self.exported);
+        eprintln!(
+            "{}: {} {} created, {} exported, {} not exported",
+            self.variant, self.created, self.what, self.exported, dropped
+        );
+        assert!(
+            !all_kept || dropped == 0,
+            "{}: {dropped} of {} {} were dropped, so the timing is not the kept path",
+            self.variant,
+            self.created,
+            self.what
+        );
     }
 }
 
@@ -57,27 +124,50 @@ pub enum Export {
 }
 
 /// This crate installed for the current thread, lines discarded, exporters that discard.
+/// `env` is read after [`KEEP_UP_ENV`]'s queue sizes, so it can override them.
 pub fn ours(export: Export, env: &'static [(&'static str, &'static str)]) -> ScopedTelemetry {
+    let env_then_queue = move |k: &str| lookup(env)(k).or_else(|| lookup(KEEP_UP_ENV)(k));
     let mut builder = Telemetry::builder()
         .with_writer(Discard)
         .without_panic_hook()
-        .env_lookup(lookup(env));
+        .env_lookup(env_then_queue);
     if matches!(export, Export::Traces | Export::TracesAndLogs) {
-        builder = builder.with_span_exporter(NoopSpanExporter);
+        builder = builder.with_span_exporter(NoopSpanExporter::default());
     }
     if matches!(export, Export::TracesAndLogs) {
-        builder = builder.with_log_exporter(NoopLogExporter);
+        builder = builder.with_log_exporter(NoopLogExporter::default());
     }
     builder.set_default()
 }
 
-/// The OTel SDK's tracer provider with a batch processor and a no-op exporter, as a plain
-/// tracing-opentelemetry setup would build it.
+/// The OTel SDK's tracer provider with a batch processor (queue [`KEEP_UP_QUEUE`]) and a
+/// no-op exporter, as a plain tracing-opentelemetry setup would build it; the counter holds
+/// the spans exported.
 pub fn sdk_provider(
     sampler: opentelemetry_sdk::trace::Sampler,
-) -> opentelemetry_sdk::trace::SdkTracerProvider {
-    opentelemetry_sdk::trace::SdkTracerProvider::builder()
+) -> (opentelemetry_sdk::trace::SdkTracerProvider, Arc<AtomicU64>) {
+    use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor};
+    let exporter = NoopSpanExporter::default();
+    let exported = exporter.0.clone();
+    let processor = BatchSpanProcessor::builder(exporter)
+        .with_batch_config(
+            BatchConfigBuilder::default()
+                .with_max_queue_size(KEEP_UP_QUEUE)
+                .build(),
+        )
+        .build();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
         .with_sampler(sampler)
-        .with_batch_exporter(NoopSpanExporter)
-        .build()
+        .with_span_processor(processor)
+        .build();
+    (provider, exported)
+}
+
+/// Flushes `provider` and reads how many spans reached its exporter.
+pub fn exported_by(
+    provider: &opentelemetry_sdk::trace::SdkTracerProvider,
+    exported: &AtomicU64,
+) -> u64 {
+    let _ = provider.force_flush();
+    exported.load(Ordering::Relaxed)
 }
