@@ -20,12 +20,51 @@ mod servers;
 use std::hint::black_box;
 use std::time::Duration;
 
-use common::{Export, ours};
+use common::{Export, Tally, ours, timed_in_chunks};
+use service_telemetry::ScopedTelemetry;
 use criterion::{Criterion, criterion_group, criterion_main};
 use redis::aio::ConnectionLike;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 use service_telemetry::instrument::redis::TracedConnection;
 use service_telemetry::instrument::sqlx::TracedPool;
+
+/// Times `call` on the traced variant in stretches the span queue can hold, the exporter caught
+/// up untimed between them; returns the calls made.
+fn traced_bench(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    telemetry: &ScopedTelemetry,
+    mut call: impl FnMut(),
+) -> u64 {
+    let mut calls = 0u64;
+    let settle = || {
+        let _ = telemetry.telemetry().flush();
+    };
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            calls += iters;
+            timed_in_chunks(iters, &mut call, &settle)
+        })
+    });
+    calls
+}
+
+/// Prints the spans the traced variant made and exported; fails the run on a drop.
+fn check_spans(name: &str, telemetry: &ScopedTelemetry, calls: u64) {
+    let _ = telemetry.telemetry().flush();
+    let stats = telemetry.telemetry().export_stats();
+    eprintln!(
+        "{name}: the crate's ledger: {} exported, {} dropped at a full queue",
+        stats.traces.exported, stats.traces.dropped
+    );
+    Tally {
+        variant: name,
+        what: "spans",
+        created: calls,
+        exported: stats.traces.exported,
+    }
+    .check(true);
+}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -54,7 +93,7 @@ async fn get_key(connection: &mut (impl ConnectionLike + Send)) -> Option<String
 fn postgres_query(c: &mut Criterion) {
     let server = servers::Postgres::start();
     let rt = runtime();
-    let _telemetry = ours(Export::Traces, &[]);
+    let telemetry = ours(Export::Traces, &[]);
     let plain = rt
         .block_on(
             sqlx::postgres::PgPoolOptions::new()
@@ -71,17 +110,18 @@ fn postgres_query(c: &mut Criterion) {
     group.bench_function("plain PgPool", |b| {
         b.iter(|| rt.block_on(select_seven(&plain)))
     });
-    group.bench_function("TracedPool", |b| {
-        b.iter(|| rt.block_on(select_seven(&traced)))
+    let calls = traced_bench(&mut group, "TracedPool", &telemetry, || {
+        black_box(rt.block_on(select_seven(&traced)));
     });
     group.finish();
+    check_spans("TracedPool", &telemetry, calls);
     rt.block_on(plain.close());
 }
 
 fn redis_command(c: &mut Criterion) {
     let server = servers::Redis::start();
     let rt = runtime();
-    let _telemetry = ours(Export::Traces, &[]);
+    let telemetry = ours(Export::Traces, &[]);
     let client = redis::Client::open(server.url.as_str()).expect("client");
     let mut plain = rt
         .block_on(client.get_multiplexed_async_connection())
@@ -103,10 +143,11 @@ fn redis_command(c: &mut Criterion) {
     group.bench_function("plain MultiplexedConnection", |b| {
         b.iter(|| rt.block_on(get_key(&mut plain)))
     });
-    group.bench_function("TracedConnection", |b| {
-        b.iter(|| rt.block_on(get_key(&mut traced)))
+    let calls = traced_bench(&mut group, "TracedConnection", &telemetry, || {
+        black_box(rt.block_on(get_key(&mut traced)));
     });
     group.finish();
+    check_spans("redis_command/TracedConnection", &telemetry, calls);
 }
 
 /// A connection that answers every command at once with a bulk string.
@@ -133,7 +174,7 @@ impl ConnectionLike for Instant {
 
 fn redis_instrumentation(c: &mut Criterion) {
     let rt = runtime();
-    let _telemetry = ours(Export::Traces, &[]);
+    let telemetry = ours(Export::Traces, &[]);
     let info =
         redis::IntoConnectionInfo::into_connection_info("redis://127.0.0.1:6379/").expect("info");
     let mut plain = Instant;
@@ -143,10 +184,11 @@ fn redis_instrumentation(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("redis_instrumentation");
     group.bench_function("plain", |b| b.iter(|| rt.block_on(get_key(&mut plain))));
-    group.bench_function("TracedConnection", |b| {
-        b.iter(|| rt.block_on(get_key(&mut traced)))
+    let calls = traced_bench(&mut group, "TracedConnection", &telemetry, || {
+        black_box(rt.block_on(get_key(&mut traced)));
     });
     group.finish();
+    check_spans("redis_instrumentation/TracedConnection", &telemetry, calls);
 }
 
 criterion_group!(
