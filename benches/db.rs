@@ -21,10 +21,10 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use common::{Export, Tally, ours, timed_in_chunks};
-use service_telemetry::ScopedTelemetry;
 use criterion::{Criterion, criterion_group, criterion_main};
 use redis::aio::ConnectionLike;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
+use service_telemetry::ScopedTelemetry;
 use service_telemetry::instrument::redis::TracedConnection;
 use service_telemetry::instrument::sqlx::TracedPool;
 

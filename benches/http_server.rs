@@ -1,0 +1,157 @@
+//! What a traced HTTP request costs in process (`tower::ServiceExt::oneshot` on an axum router,
+//! no socket, so the layers' own work is what differs): `GET /orders/42` on a route
+//! `/orders/{id}` that answers `ok`, the body read to the end, through:
+//!
+//! - `bare_router`: the router alone, the floor;
+//! - `tower_http_trace`: tower-http's `TraceLayer::new_for_http()` with its response line at
+//!   `info`, tracing-opentelemetry defaults behind the SDK's batch processor and
+//!   `fmt().json()` writing that line: the common alternative, a span and a line per request;
+//! - `ours`: `HttpServerLayer` with this crate installed, traces exported: a span with the HTTP
+//!   conventions, a request line, and the `http.server.request.duration` histogram.
+//!
+//! Both exporting variants have a 65 536-span queue and are timed in stretches it can hold,
+//! the exporter caught up untimed between them; each prints the spans it made and exported and
+//! fails the run on a drop.
+//!
+//! Run with `cargo bench --bench http_server --features axum`.
+
+mod common;
+
+use std::hint::black_box;
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use common::{Tally, timed_in_chunks};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
+use http::Request;
+use http_body_util::BodyExt as _;
+use opentelemetry::trace::TracerProvider as _;
+use service_telemetry::instrument::HttpServerLayer;
+use tower::ServiceExt as _;
+use tracing::dispatcher::Dispatch;
+use tracing_subscriber::layer::SubscriberExt as _;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn routes() -> Router {
+    Router::new().route("/orders/{id}", get(|| async { "ok" }))
+}
+
+/// One request through `router`, the response body read to the end.
+async fn request(router: &Router) {
+    let response = router
+        .clone()
+        .oneshot(
+            Request::get("/orders/42")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("infallible");
+    assert_eq!(response.status(), 200);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    black_box(body);
+}
+
+/// Times requests through `router`; returns how many were made.
+fn bench_requests(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    runtime: &tokio::runtime::Runtime,
+    router: &Router,
+    settle: &dyn Fn(),
+) -> u64 {
+    let mut made = 0u64;
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            made += iters;
+            timed_in_chunks(iters, || runtime.block_on(request(router)), settle)
+        })
+    });
+    made
+}
+
+fn http_server(c: &mut Criterion) {
+    let runtime = runtime();
+    let mut group = c.benchmark_group("http_server_request");
+
+    bench_requests(&mut group, "bare_router", &runtime, &routes(), &|| ());
+
+    let (provider, exported) =
+        common::sdk_provider(opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
+            opentelemetry_sdk::trace::Sampler::AlwaysOn,
+        )));
+    let dispatch = Dispatch::new(
+        tracing_subscriber::registry()
+            .with(tracing_subscriber::filter::LevelFilter::INFO)
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench")))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::sink),
+            ),
+    );
+    let made = tracing::dispatcher::with_default(&dispatch, || {
+        let traced = routes().layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(
+                    tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::INFO),
+                )
+                .on_response(
+                    tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO),
+                ),
+        );
+        let settle = || {
+            let _ = provider.force_flush();
+        };
+        bench_requests(&mut group, "tower_http_trace", &runtime, &traced, &settle)
+    });
+    Tally {
+        variant: "tower_http_trace",
+        what: "spans",
+        created: made,
+        exported: common::exported_by(&provider, &exported),
+    }
+    .check(true);
+    let _ = provider.shutdown();
+
+    let scoped = common::ours(common::Export::Traces, &[]);
+    let traced = routes().layer(HttpServerLayer::new());
+    let settle = || {
+        let _ = scoped.telemetry().flush();
+    };
+    let made = bench_requests(&mut group, "ours", &runtime, &traced, &settle);
+    let _ = scoped.telemetry().flush();
+    let stats = scoped.telemetry().export_stats();
+    eprintln!(
+        "ours: the crate's ledger: {} exported, {} dropped at a full queue",
+        stats.traces.exported, stats.traces.dropped
+    );
+    Tally {
+        variant: "ours",
+        what: "spans",
+        created: made,
+        exported: stats.traces.exported,
+    }
+    .check(true);
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(50).measurement_time(std::time::Duration::from_secs(4));
+    targets = http_server
+}
+criterion_main!(benches);
