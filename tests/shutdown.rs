@@ -496,3 +496,47 @@ fn readiness_follows_the_check_and_the_signal_while_liveness_stays_up_and_probes
         .collect();
     assert!(probe_spans.is_empty(), "probe spans: {probe_spans:#?}");
 }
+
+#[test]
+fn liveness_fails_once_the_watchdog_fires_and_not_before() {
+    // A collector that never answers keeps the watchdog's final flush open for the reserve
+    // (2 s of an 8 s budget), the window in which the probe is read.
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").expect("bind black hole");
+    let endpoint = format!("http://{}", hole.local_addr().expect("address"));
+    let _held = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in hole.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let (mut child, port) = start_service(&[
+        ("OTEL_ENABLED", "true"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("SHUTDOWN_TIMEOUT_MS", "8000"),
+    ]);
+    wait_for_status(port, "/readyz", 200);
+    // A job far longer than the budget: stopping the scheduler hangs in the first step.
+    assert_eq!(http_get(port, "/jobs?ms=60000").0, 202);
+    child.wait_for_message("job started", READY);
+    child.signal(Signal::TERM);
+    child.wait_for_message("shutdown step \"stop job scheduler\" started", READY);
+    assert_eq!(
+        http_get(port, "/livez"),
+        (200, r#"{"status":"shutting_down"}"#.to_owned()),
+        "a shutdown in progress is alive"
+    );
+    assert_eq!(http_get(port, "/readyz").0, 503);
+    let fired = child.wait_for("the watchdog", EXIT, |l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("shutdown watchdog fired"))
+    });
+    assert_eq!(fired["hung_step"], "stop job scheduler", "{fired}");
+    assert_eq!(
+        http_get(port, "/livez"),
+        (503, r#"{"status":"wedged"}"#.to_owned()),
+        "the watchdog fired: the process is wedged"
+    );
+    let status = child.wait_exit(EXIT);
+    assert_eq!(status.code(), Some(1), "{}", child.output());
+}
