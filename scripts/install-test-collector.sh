@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the rotel OpenTelemetry collector used by the end-to-end tests (PyPI `rotel`) into
 # .tools/rotel-venv, with the official OpenTelemetry Python SDK and its B3 propagator beside it
-# (the interoperability tests continue its traces) and Debian's nginx (the TLS terminator of the TLS tests), and
+# (the interoperability tests continue its traces), PyYAML and kubernetes-validate (the
+# deployment kit's checks) and Debian's nginx (the TLS terminator of the TLS tests), and
 # prints the agent's path. Idempotent; needs PyPI and, on a bare
 # machine, Debian's packages.
 set -euo pipefail
@@ -11,10 +12,13 @@ agent="$venv/lib/python3.11/site-packages/rotel/rotel-agent"
 version="0.0.1a15"
 python_sdk="opentelemetry-sdk==1.38.0"
 python_b3="opentelemetry-propagator-b3==1.38.0"
+# The deployment kit's checks (tests/deploy_kit.rs): YAML parsing and the Kubernetes schemas.
+kubernetes_validate="kubernetes-validate==1.37.0"
+pyyaml="pyyaml==6.0.3"
 
 install_python_sdk() {
-  if ! "$venv/bin/python" -c "import opentelemetry.sdk, opentelemetry.propagators.b3" >/dev/null 2>&1; then
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "$python_sdk" "$python_b3" >&2
+  if ! "$venv/bin/python" -c "import opentelemetry.sdk, opentelemetry.propagators.b3, yaml, kubernetes_validate" >/dev/null 2>&1; then
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "$python_sdk" "$python_b3" "$kubernetes_validate" "$pyyaml" >&2
   fi
 }
 
