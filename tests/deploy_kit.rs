@@ -123,8 +123,8 @@ fn variables_the_crate_reads() -> BTreeSet<String> {
         asked.lock().unwrap().insert(name.to_owned());
         None
     });
-    let names = asked.lock().unwrap().clone();
-    names
+    let names = std::mem::take(&mut *asked.lock().unwrap());
+    names.into_iter().collect()
 }
 
 struct Container {
