@@ -214,6 +214,51 @@ fn span_lifecycle(c: &mut Criterion) {
     let always = || Sampler::ParentBased(Box::new(Sampler::AlwaysOn));
     let mut group = c.benchmark_group("span_lifecycle");
     otel_layer_defaults(&mut group, "tracing_opentelemetry_defaults", always()).check(true);
+    // What the layer's code-location attributes and the export-relevant options cost: the
+    // crate keeps the location (code.file.path, code.line.number are exported) and already
+    // turns off the target attribute, threads and inactivity tracking.
+    over_sdk(
+        &mut group,
+        "tracing_opentelemetry_as_this_crate_configures_it",
+        always(),
+        |tracer| {
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_tracked_inactivity(false)
+                .with_threads(false)
+                .with_target(false)
+        },
+    )
+    .check(true);
+    over_sdk(
+        &mut group,
+        "tracing_opentelemetry_configured_behind_a_per_layer_filter",
+        always(),
+        |tracer| {
+            use tracing_subscriber::Layer as _;
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_tracked_inactivity(false)
+                .with_threads(false)
+                .with_target(false)
+                .with_filter(tracing_subscriber::filter::filter_fn(|meta| meta.is_span()))
+        },
+    )
+    .check(true);
+    over_sdk(
+        &mut group,
+        "tracing_opentelemetry_also_without_location",
+        always(),
+        |tracer| {
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_tracked_inactivity(false)
+                .with_threads(false)
+                .with_target(false)
+                .with_location(false)
+        },
+    )
+    .check(true);
     sdk_span(&mut group, "opentelemetry_sdk_direct", always()).check(true);
     ours_variant(
         &mut group,
