@@ -645,7 +645,7 @@ fn report(parts: &Parts, log_bridge: bool) {
         if !config.exports(signal) {
             return "none".to_owned();
         }
-        let failed = problems.iter().any(|p| p.signal == signal);
+        let failed = problems.iter().any(|p| p.signal == signal && !p.prometheus);
         let mut parts = Vec::new();
         if c.otlp {
             parts.push(format!(

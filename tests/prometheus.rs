@@ -268,3 +268,39 @@ fn a_port_in_use_gives_one_warning_and_the_service_still_starts() {
     service.signal(Signal::TERM);
     assert!(service.wait_exit(WAIT).success(), "{}", service.output());
 }
+
+#[test]
+fn with_otlp_beside_a_prometheus_port_in_use_the_startup_line_fails_only_the_endpoint() {
+    let collector = common::collector::Collector::start();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("address").port().to_string();
+    let endpoint = collector.http_endpoint();
+    let mut service = Running::spawn(
+        Command::new(example_binary("service")),
+        &[
+            ("PORT", "0"),
+            ("OTEL_ENABLED", "true"),
+            ("OTEL_TRACES_EXPORTER", "none"),
+            ("OTEL_LOGS_EXPORTER", "none"),
+            ("OTEL_METRICS_EXPORTER", "otlp,prometheus"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
+            ("OTEL_EXPORTER_PROMETHEUS_HOST", "127.0.0.1"),
+            ("OTEL_EXPORTER_PROMETHEUS_PORT", &port),
+        ],
+    );
+    let started = service.wait_for_message("telemetry initialised", WAIT);
+    let metrics = started["metrics"].as_str().unwrap_or_default();
+    assert!(
+        metrics.starts_with("otlp http/protobuf ") && !metrics.contains("(failed: no-op)"),
+        "the OTLP half works: {metrics}"
+    );
+    assert!(
+        metrics.ends_with("prometheus (failed: no endpoint)"),
+        "{metrics}"
+    );
+    // And it does: the service's metrics reach the collector.
+    collector.wait_for("a metric over OTLP", WAIT, |r| r["signal"] == "metric");
+    service.signal(Signal::TERM);
+    assert!(service.wait_exit(WAIT).success(), "{}", service.output());
+}

@@ -40,6 +40,8 @@ use std::time::Duration;
 pub(crate) struct ExportProblem {
     pub(crate) signal: Signal,
     pub(crate) cause: String,
+    /// About the Prometheus endpoint, not the signal's OTLP exporter (which may well work).
+    pub(crate) prometheus: bool,
 }
 
 /// Adds a span exporter supplied in code (accounted, behind the admission check) to the
@@ -141,6 +143,7 @@ pub(crate) fn build(
                 problems.push(ExportProblem {
                     signal: Signal::Traces,
                     cause: format!("could not start the export runtime for gRPC: {e}"),
+                    prometheus: false,
                 });
                 None
             }
@@ -208,12 +211,14 @@ pub(crate) fn build(
                 Err(cause) => problems.push(ExportProblem {
                     signal: Signal::Metrics,
                     cause: format!("no Prometheus endpoint: {cause}"),
+                    prometheus: true,
                 }),
             }
             #[cfg(not(feature = "prometheus"))]
             problems.push(ExportProblem {
                 signal: Signal::Metrics,
                 cause: "exporter prometheus is not compiled in (enable the `prometheus` cargo feature of service-telemetry)".into(),
+                prometheus: true,
             });
         }
         ok.then(|| builder.build())
@@ -437,6 +442,7 @@ macro_rules! add_exporters {
                         Err(cause) => problems.push(ExportProblem {
                             signal: $signal,
                             cause,
+                            prometheus: false,
                         }),
                     }
                 }
@@ -449,6 +455,7 @@ macro_rules! add_exporters {
                     problems.push(ExportProblem {
                         signal: $signal,
                         cause,
+                        prometheus: false,
                     });
                 }
             }
