@@ -13,6 +13,8 @@
 //! the exporter caught up untimed between them; each prints the spans it made and exported and
 //! fails the run on a drop.
 //!
+//! Group `http_client_call` does the same for a tower HTTP client stack (see `http_client`).
+//!
 //! Run with `cargo bench --bench http_server --features axum`.
 
 mod common;
@@ -149,9 +151,126 @@ fn http_server(c: &mut Criterion) {
     group.finish();
 }
 
+/// One call through a client `service`: `GET http://backend.internal/orders/42`, answered at
+/// once with `200 ok` by an in-process service, the response body read to the end.
+async fn call<S, B>(service: &S)
+where
+    S: tower::Service<Request<Body>, Response = http::Response<B>> + Clone,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let response = service
+        .clone()
+        .oneshot(
+            Request::get("http://backend.internal/orders/42")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("call");
+    assert_eq!(response.status(), 200);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    black_box(body);
+}
+
+fn backend() -> impl tower::Service<
+    Request<Body>,
+    Response = http::Response<Body>,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone {
+    tower::service_fn(|_request: Request<Body>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(Body::from("ok")))
+    })
+}
+
+fn bench_calls<S, B>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    runtime: &tokio::runtime::Runtime,
+    service: &S,
+    settle: &dyn Fn(),
+) -> u64
+where
+    S: tower::Service<Request<Body>, Response = http::Response<B>> + Clone,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let mut made = 0u64;
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            made += iters;
+            timed_in_chunks(iters, || runtime.block_on(call(service)), settle)
+        })
+    });
+    made
+}
+
+/// The client side, the same way: a tower HTTP client stack in front of an in-process backend,
+/// bare, with tower-http's `TraceLayer` (span at `info`, no line, as ours writes none) over
+/// tracing-opentelemetry, and with `HttpClientLayer` (CLIENT span, the client conventions, the
+/// trace context injected into the request).
+fn http_client(c: &mut Criterion) {
+    use tower::Layer as _;
+    let runtime = runtime();
+    let mut group = c.benchmark_group("http_client_call");
+
+    bench_calls(&mut group, "bare_service", &runtime, &backend(), &|| ());
+
+    let (provider, exported) =
+        common::sdk_provider(opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
+            opentelemetry_sdk::trace::Sampler::AlwaysOn,
+        )));
+    let dispatch = Dispatch::new(
+        tracing_subscriber::registry()
+            .with(tracing_subscriber::filter::LevelFilter::INFO)
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench"))),
+    );
+    let made = tracing::dispatcher::with_default(&dispatch, || {
+        let traced = tower_http::trace::TraceLayer::new_for_http()
+            .make_span_with(tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::INFO))
+            .layer(backend());
+        let settle = || {
+            let _ = provider.force_flush();
+        };
+        bench_calls(&mut group, "tower_http_trace", &runtime, &traced, &settle)
+    });
+    Tally {
+        variant: "client tower_http_trace",
+        what: "spans",
+        created: made,
+        exported: common::exported_by(&provider, &exported),
+    }
+    .check(true);
+    let _ = provider.shutdown();
+
+    let scoped = common::ours(common::Export::Traces, &[]);
+    let traced = service_telemetry::instrument::HttpClientLayer::new().layer(backend());
+    let settle = || {
+        let _ = scoped.telemetry().flush();
+    };
+    let made = bench_calls(&mut group, "ours", &runtime, &traced, &settle);
+    let _ = scoped.telemetry().flush();
+    Tally {
+        variant: "client ours",
+        what: "spans",
+        created: made,
+        exported: scoped.telemetry().export_stats().traces.exported,
+    }
+    .check(true);
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(50).measurement_time(std::time::Duration::from_secs(4));
-    targets = http_server
+    targets = http_server, http_client
 }
 criterion_main!(benches);
