@@ -213,5 +213,99 @@ fn grpc_stream(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, grpc_stream);
+/// One unary client call through `service` (tonic's request body type, as a `Channel` takes),
+/// its response read to the trailers; returns the calls made.
+fn bench_client_calls<S, B>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    runtime: &tokio::runtime::Runtime,
+    service: S,
+) -> u64
+where
+    S: Service<Request<tonic::body::Body>, Response = Response<B>> + Clone,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let calls = AtomicU64::new(0);
+    group.bench_function(name, |b| {
+        b.iter(|| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            runtime.block_on(async {
+                let request = request(1).map(tonic::body::Body::new);
+                let response = service.clone().oneshot(request).await.expect("response");
+                let collected = response.into_body().collect().await.expect("body");
+                black_box(collected.trailers().is_some());
+            })
+        })
+    });
+    calls.into_inner()
+}
+
+/// The client side of a unary call, the same way: `GrpcClientLayer` (a CLIENT span, the
+/// trace context injected into the metadata) against tower-http's `TraceLayer::new_for_grpc()`
+/// over tracing-opentelemetry, in front of the in-process echo service.
+fn grpc_client(c: &mut Criterion) {
+    let runtime = runtime();
+    let mut group = c.benchmark_group("grpc_client_call");
+    let _ = bench_client_calls(
+        &mut group,
+        "plain",
+        &runtime,
+        tower::service_fn(echo::<tonic::body::Body>),
+    );
+
+    let exported = CountingExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(
+            opentelemetry_sdk::trace::BatchSpanProcessor::builder(exported.clone())
+                .with_batch_config(
+                    opentelemetry_sdk::trace::BatchConfigBuilder::default()
+                        .with_max_queue_size(65_536)
+                        .build(),
+                )
+                .build(),
+        )
+        .build();
+    let dispatch = Dispatch::new(
+        tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench"))),
+    );
+    let calls = tracing::dispatcher::with_default(&dispatch, || {
+        let service = tower_http::trace::TraceLayer::new_for_grpc()
+            .layer(tower::service_fn(echo::<tonic::body::Body>));
+        bench_client_calls(&mut group, "tower_http_trace", &runtime, service)
+    });
+    let _ = provider.force_flush();
+    report(
+        "client tower_http_trace",
+        1,
+        calls,
+        1,
+        exported.0.load(Ordering::Relaxed),
+    );
+    let _ = provider.shutdown();
+
+    let exported = CountingExporter::default();
+    let scoped = service_telemetry::Telemetry::builder()
+        .with_writer(common::Discard)
+        .without_panic_hook()
+        .env_lookup(|name| (name == "OTEL_BSP_MAX_QUEUE_SIZE").then(|| "65536".to_owned()))
+        .with_span_exporter(exported.clone())
+        .set_default();
+    let service = service_telemetry::instrument::GrpcClientLayer::for_target("127.0.0.1:50051")
+        .layer(tower::service_fn(echo::<tonic::body::Body>));
+    let calls = bench_client_calls(&mut group, "ours", &runtime, service);
+    let _ = scoped.telemetry().flush();
+    report(
+        "client ours",
+        1,
+        calls,
+        1,
+        exported.0.load(Ordering::Relaxed),
+    );
+    group.finish();
+}
+
+criterion_group!(benches, grpc_stream, grpc_client);
 criterion_main!(benches);
