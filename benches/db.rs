@@ -20,7 +20,7 @@ mod servers;
 use std::hint::black_box;
 use std::time::Duration;
 
-use common::{Export, Tally, ours, timed_in_chunks};
+use common::{Export, Tally, bench_counted, ours};
 use criterion::{Criterion, criterion_group, criterion_main};
 use redis::aio::ConnectionLike;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
@@ -34,36 +34,17 @@ fn traced_bench(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     name: &str,
     telemetry: &ScopedTelemetry,
-    mut call: impl FnMut(),
+    call: impl FnMut(),
 ) -> u64 {
-    let mut calls = 0u64;
     let settle = || {
         let _ = telemetry.telemetry().flush();
     };
-    group.bench_function(name, |b| {
-        b.iter_custom(|iters| {
-            calls += iters;
-            timed_in_chunks(iters, &mut call, &settle)
-        })
-    });
-    calls
+    bench_counted(group, name, &settle, call)
 }
 
 /// Prints the spans the traced variant made and exported; fails the run on a drop.
 fn check_spans(name: &str, telemetry: &ScopedTelemetry, calls: u64) {
-    let _ = telemetry.telemetry().flush();
-    let stats = telemetry.telemetry().export_stats();
-    eprintln!(
-        "{name}: the crate's ledger: {} exported, {} dropped at a full queue",
-        stats.traces.exported, stats.traces.dropped
-    );
-    Tally {
-        variant: name,
-        what: "spans",
-        created: calls,
-        exported: stats.traces.exported,
-    }
-    .check(true);
+    Tally::ours_spans(name, calls, telemetry).check(true);
 }
 
 fn runtime() -> tokio::runtime::Runtime {

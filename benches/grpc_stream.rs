@@ -29,8 +29,7 @@ use http::{HeaderMap, Request, Response};
 use http_body::Frame;
 use http_body_util::{BodyExt as _, StreamBody};
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use service_telemetry::instrument::{GrpcServerLayer, MAX_MESSAGE_SPANS};
 use tower::{Layer, Service, ServiceExt as _};
 use tracing::dispatcher::Dispatch;
@@ -39,16 +38,32 @@ use tracing_subscriber::layer::SubscriberExt as _;
 type Frames = tokio_stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>;
 type GrpcBody = StreamBody<Frames>;
 
-/// Counts the spans it is handed, then discards them.
-#[derive(Debug, Clone, Default)]
-struct CountingExporter(Arc<AtomicU64>);
+/// tracing-opentelemetry defaults over the SDK's batch processor with a counting no-op
+/// exporter, for tower-http's `TraceLayer`.
+fn tower_http_subscriber() -> (Dispatch, SdkTracerProvider, Arc<AtomicU64>) {
+    let (provider, exported) =
+        common::sdk_provider(opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
+            opentelemetry_sdk::trace::Sampler::AlwaysOn,
+        )));
+    let dispatch = Dispatch::new(
+        tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench"))),
+    );
+    (dispatch, provider, exported)
+}
 
-impl SpanExporter for CountingExporter {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        self.0.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        black_box(batch);
-        Ok(())
-    }
+/// This crate installed for the thread, traces to a counting no-op exporter. The queue is
+/// 65 536: 65 spans a call arrive faster than a 2048-span queue drains between batches.
+fn ours_installed() -> (service_telemetry::ScopedTelemetry, Arc<AtomicU64>) {
+    let exporter = common::NoopSpanExporter::default();
+    let exported = exporter.0.clone();
+    let scoped = service_telemetry::Telemetry::builder()
+        .with_writer(common::Discard)
+        .without_panic_hook()
+        .env_lookup(common::lookup(common::KEEP_UP_ENV))
+        .with_span_exporter(exporter)
+        .set_default();
+    (scoped, exported)
 }
 
 /// N messages of 8 bytes, each its own data frame, then `trailers` when given.
@@ -157,14 +172,7 @@ fn grpc_stream(c: &mut Criterion) {
             tower::service_fn(echo::<GrpcBody>),
         );
 
-        let exported = CountingExporter::default();
-        let provider = SdkTracerProvider::builder()
-            .with_batch_exporter(exported.clone())
-            .build();
-        let dispatch = Dispatch::new(
-            tracing_subscriber::registry()
-                .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench"))),
-        );
+        let (dispatch, provider, exported) = tower_http_subscriber();
         let calls = tracing::dispatcher::with_default(&dispatch, || {
             let service = tower_http::trace::TraceLayer::new_for_grpc()
                 .layer(tower::service_fn(echo::<GrpcBody>));
@@ -176,18 +184,11 @@ fn grpc_stream(c: &mut Criterion) {
             messages,
             calls,
             1,
-            exported.0.load(Ordering::Relaxed),
+            exported.load(Ordering::Relaxed),
         );
         let _ = provider.shutdown();
 
-        let exported = CountingExporter::default();
-        let scoped = service_telemetry::Telemetry::builder()
-            .with_writer(common::Discard)
-            .without_panic_hook()
-            // 65 spans a call arrive faster than a 2048-span queue drains between batches.
-            .env_lookup(|name| (name == "OTEL_BSP_MAX_QUEUE_SIZE").then(|| "65536".to_owned()))
-            .with_span_exporter(exported.clone())
-            .set_default();
+        let (scoped, exported) = ours_installed();
         let service = GrpcServerLayer::new().layer(tower::service_fn(echo));
         let calls = bench_calls(&mut group, "ours", messages, &runtime, service);
         let _ = scoped.telemetry().flush();
@@ -202,7 +203,7 @@ fn grpc_stream(c: &mut Criterion) {
             messages,
             calls,
             1 + message_spans,
-            exported.0.load(Ordering::Relaxed),
+            exported.load(Ordering::Relaxed),
         );
         let stats = scoped.telemetry().export_stats();
         eprintln!(
@@ -255,22 +256,7 @@ fn grpc_client(c: &mut Criterion) {
         tower::service_fn(echo::<tonic::body::Body>),
     );
 
-    let exported = CountingExporter::default();
-    let provider = SdkTracerProvider::builder()
-        .with_span_processor(
-            opentelemetry_sdk::trace::BatchSpanProcessor::builder(exported.clone())
-                .with_batch_config(
-                    opentelemetry_sdk::trace::BatchConfigBuilder::default()
-                        .with_max_queue_size(65_536)
-                        .build(),
-                )
-                .build(),
-        )
-        .build();
-    let dispatch = Dispatch::new(
-        tracing_subscriber::registry()
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench"))),
-    );
+    let (dispatch, provider, exported) = tower_http_subscriber();
     let calls = tracing::dispatcher::with_default(&dispatch, || {
         let service = tower_http::trace::TraceLayer::new_for_grpc()
             .layer(tower::service_fn(echo::<tonic::body::Body>));
@@ -282,28 +268,16 @@ fn grpc_client(c: &mut Criterion) {
         1,
         calls,
         1,
-        exported.0.load(Ordering::Relaxed),
+        exported.load(Ordering::Relaxed),
     );
     let _ = provider.shutdown();
 
-    let exported = CountingExporter::default();
-    let scoped = service_telemetry::Telemetry::builder()
-        .with_writer(common::Discard)
-        .without_panic_hook()
-        .env_lookup(|name| (name == "OTEL_BSP_MAX_QUEUE_SIZE").then(|| "65536".to_owned()))
-        .with_span_exporter(exported.clone())
-        .set_default();
+    let (scoped, exported) = ours_installed();
     let service = service_telemetry::instrument::GrpcClientLayer::for_target("127.0.0.1:50051")
         .layer(tower::service_fn(echo::<tonic::body::Body>));
     let calls = bench_client_calls(&mut group, "ours", &runtime, service);
     let _ = scoped.telemetry().flush();
-    report(
-        "client ours",
-        1,
-        calls,
-        1,
-        exported.0.load(Ordering::Relaxed),
-    );
+    report("client ours", 1, calls, 1, exported.load(Ordering::Relaxed));
     group.finish();
 }
 

@@ -24,7 +24,7 @@ use std::hint::black_box;
 use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
-use common::{Tally, timed_in_chunks};
+use common::{Tally, bench_counted};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
 use http::Request;
@@ -75,14 +75,7 @@ fn bench_requests(
     router: &Router,
     settle: &dyn Fn(),
 ) -> u64 {
-    let mut made = 0u64;
-    group.bench_function(name, |b| {
-        b.iter_custom(|iters| {
-            made += iters;
-            timed_in_chunks(iters, || runtime.block_on(request(router)), settle)
-        })
-    });
-    made
+    bench_counted(group, name, settle, || runtime.block_on(request(router)))
 }
 
 fn http_server(c: &mut Criterion) {
@@ -120,13 +113,7 @@ fn http_server(c: &mut Criterion) {
         };
         bench_requests(&mut group, "tower_http_trace", &runtime, &traced, &settle)
     });
-    Tally {
-        variant: "tower_http_trace",
-        what: "spans",
-        created: made,
-        exported: common::exported_by(&provider, &exported),
-    }
-    .check(true);
+    Tally::sdk_spans("tower_http_trace", made, &provider, &exported).check(true);
     let _ = provider.shutdown();
 
     let scoped = common::ours(common::Export::Traces, &[]);
@@ -135,19 +122,7 @@ fn http_server(c: &mut Criterion) {
         let _ = scoped.telemetry().flush();
     };
     let made = bench_requests(&mut group, "ours", &runtime, &traced, &settle);
-    let _ = scoped.telemetry().flush();
-    let stats = scoped.telemetry().export_stats();
-    eprintln!(
-        "ours: the crate's ledger: {} exported, {} dropped at a full queue",
-        stats.traces.exported, stats.traces.dropped
-    );
-    Tally {
-        variant: "ours",
-        what: "spans",
-        created: made,
-        exported: stats.traces.exported,
-    }
-    .check(true);
+    Tally::ours_spans("ours", made, &scoped).check(true);
     group.finish();
 }
 
@@ -203,14 +178,7 @@ where
     B: http_body::Body,
     B::Error: std::fmt::Debug,
 {
-    let mut made = 0u64;
-    group.bench_function(name, |b| {
-        b.iter_custom(|iters| {
-            made += iters;
-            timed_in_chunks(iters, || runtime.block_on(call(service)), settle)
-        })
-    });
-    made
+    bench_counted(group, name, settle, || runtime.block_on(call(service)))
 }
 
 /// The client side, the same way: a tower HTTP client stack in front of an in-process backend,
@@ -242,13 +210,7 @@ fn http_client(c: &mut Criterion) {
         };
         bench_calls(&mut group, "tower_http_trace", &runtime, &traced, &settle)
     });
-    Tally {
-        variant: "client tower_http_trace",
-        what: "spans",
-        created: made,
-        exported: common::exported_by(&provider, &exported),
-    }
-    .check(true);
+    Tally::sdk_spans("client tower_http_trace", made, &provider, &exported).check(true);
     let _ = provider.shutdown();
 
     let scoped = common::ours(common::Export::Traces, &[]);
@@ -257,14 +219,7 @@ fn http_client(c: &mut Criterion) {
         let _ = scoped.telemetry().flush();
     };
     let made = bench_calls(&mut group, "ours", &runtime, &traced, &settle);
-    let _ = scoped.telemetry().flush();
-    Tally {
-        variant: "client ours",
-        what: "spans",
-        created: made,
-        exported: scoped.telemetry().export_stats().traces.exported,
-    }
-    .check(true);
+    Tally::ours_spans("client ours", made, &scoped).check(true);
     group.finish();
 }
 

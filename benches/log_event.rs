@@ -16,7 +16,7 @@ mod common;
 
 use std::hint::black_box;
 
-use common::{Export, Tally, ours, timed_in_chunks};
+use common::{Export, Tally, bench_counted, ours};
 use criterion::{Criterion, criterion_group, criterion_main};
 use opentelemetry::trace::TracerProvider as _;
 use tracing::dispatcher::Dispatch;
@@ -30,28 +30,17 @@ fn event_in_span(
     dispatch: &Dispatch,
     settle: &dyn Fn(),
 ) -> u64 {
-    let mut events = 0u64;
     tracing::dispatcher::with_default(dispatch, || {
         let span = tracing::info_span!("request", method = "GET", route = "/orders/{id}");
         let _entered = span.enter();
-        group.bench_function(name, |b| {
-            b.iter_custom(|iters| {
-                events += iters;
-                timed_in_chunks(
-                    iters,
-                    || {
-                        tracing::info!(
-                            order_id = black_box(42u64),
-                            customer = black_box("ada"),
-                            "order loaded"
-                        )
-                    },
-                    settle,
-                )
-            })
-        });
-    });
-    events
+        bench_counted(group, name, settle, || {
+            tracing::info!(
+                order_id = black_box(42u64),
+                customer = black_box("ada"),
+                "order loaded"
+            )
+        })
+    })
 }
 
 fn ours_variant(

@@ -25,7 +25,7 @@ mod direct_layer;
 
 use std::hint::black_box;
 
-use common::{Export, Tally, ours, timed_in_chunks};
+use common::{Export, Tally, bench_counted, ours};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
 use opentelemetry::trace::{TraceContextExt as _, Tracer as _, TracerProvider as _};
@@ -42,29 +42,18 @@ fn tracing_span(
     dispatch: &Dispatch,
     settle: &dyn Fn(),
 ) -> u64 {
-    let mut created = 0u64;
     tracing::dispatcher::with_default(dispatch, || {
-        group.bench_function(name, |b| {
-            b.iter_custom(|iters| {
-                created += iters;
-                timed_in_chunks(
-                    iters,
-                    || {
-                        let span = tracing::info_span!(
-                            "request",
-                            method = black_box("GET"),
-                            route = black_box("/orders/{id}")
-                        );
-                        let entered = span.enter();
-                        drop(black_box(entered));
-                        drop(span);
-                    },
-                    settle,
-                )
-            })
-        });
-    });
-    created
+        bench_counted(group, name, settle, || {
+            let span = tracing::info_span!(
+                "request",
+                method = black_box("GET"),
+                route = black_box("/orders/{id}")
+            );
+            let entered = span.enter();
+            drop(black_box(entered));
+            drop(span);
+        })
+    })
 }
 
 fn sdk_span<'a>(
@@ -74,38 +63,23 @@ fn sdk_span<'a>(
 ) -> Tally<'a> {
     let (provider, exported) = common::sdk_provider(sampler);
     let tracer = provider.tracer("bench");
-    let mut created = 0u64;
     let settle = || {
         let _ = provider.force_flush();
     };
-    group.bench_function(name, |b| {
-        b.iter_custom(|iters| {
-            created += iters;
-            timed_in_chunks(
-                iters,
-                || {
-                    let span = tracer
-                        .span_builder("request")
-                        .with_attributes([
-                            KeyValue::new("method", black_box("GET")),
-                            KeyValue::new("route", black_box("/orders/{id}")),
-                        ])
-                        .start(&tracer);
-                    let cx = Context::current_with_span(span);
-                    let guard = cx.clone().attach();
-                    drop(black_box(guard));
-                    cx.span().end();
-                },
-                &settle,
-            )
-        })
+    let created = bench_counted(group, name, &settle, || {
+        let span = tracer
+            .span_builder("request")
+            .with_attributes([
+                KeyValue::new("method", black_box("GET")),
+                KeyValue::new("route", black_box("/orders/{id}")),
+            ])
+            .start(&tracer);
+        let cx = Context::current_with_span(span);
+        let guard = cx.clone().attach();
+        drop(black_box(guard));
+        cx.span().end();
     });
-    let tally = Tally {
-        variant: name,
-        what: "spans",
-        created,
-        exported: common::exported_by(&provider, &exported),
-    };
+    let tally = Tally::sdk_spans(name, created, &provider, &exported);
     let _ = provider.shutdown();
     tally
 }
@@ -128,12 +102,7 @@ where
         let _ = provider.force_flush();
     };
     let created = tracing_span(group, name, &dispatch, &settle);
-    let tally = Tally {
-        variant: name,
-        what: "spans",
-        created,
-        exported: common::exported_by(&provider, &exported),
-    };
+    let tally = Tally::sdk_spans(name, created, &provider, &exported);
     let _ = provider.shutdown();
     tally
 }
@@ -158,6 +127,21 @@ fn direct_layer<'a>(
     })
 }
 
+/// tracing-opentelemetry's layer with the options this crate sets: no thread attributes, no
+/// busy/idle timing, no target attribute.
+fn configured_like_this_crate(
+    tracer: opentelemetry_sdk::trace::Tracer,
+) -> tracing_opentelemetry::OpenTelemetryLayer<
+    tracing_subscriber::Registry,
+    opentelemetry_sdk::trace::Tracer,
+> {
+    tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_tracked_inactivity(false)
+        .with_threads(false)
+        .with_target(false)
+}
+
 fn ours_variant<'a>(
     group: &mut BenchmarkGroup<'_, WallTime>,
     name: &'a str,
@@ -170,18 +154,7 @@ fn ours_variant<'a>(
         let _ = scoped.telemetry().flush();
     };
     let created = tracing_span(group, name, &dispatch, &settle);
-    let _ = scoped.telemetry().flush();
-    let stats = scoped.telemetry().export_stats();
-    eprintln!(
-        "{name}: the crate's ledger: {} exported, {} dropped at a full queue",
-        stats.traces.exported, stats.traces.dropped
-    );
-    Tally {
-        variant: name,
-        what: "spans",
-        created,
-        exported: stats.traces.exported,
-    }
+    Tally::ours_spans(name, created, &scoped)
 }
 
 fn ratio() -> Sampler {
@@ -221,13 +194,7 @@ fn span_lifecycle(c: &mut Criterion) {
         &mut group,
         "tracing_opentelemetry_as_this_crate_configures_it",
         always(),
-        |tracer| {
-            tracing_opentelemetry::layer()
-                .with_tracer(tracer)
-                .with_tracked_inactivity(false)
-                .with_threads(false)
-                .with_target(false)
-        },
+        configured_like_this_crate,
     )
     .check(true);
     over_sdk(
@@ -236,11 +203,7 @@ fn span_lifecycle(c: &mut Criterion) {
         always(),
         |tracer| {
             use tracing_subscriber::Layer as _;
-            tracing_opentelemetry::layer()
-                .with_tracer(tracer)
-                .with_tracked_inactivity(false)
-                .with_threads(false)
-                .with_target(false)
+            configured_like_this_crate(tracer)
                 .with_filter(tracing_subscriber::filter::filter_fn(|meta| meta.is_span()))
         },
     )
@@ -249,14 +212,7 @@ fn span_lifecycle(c: &mut Criterion) {
         &mut group,
         "tracing_opentelemetry_also_without_location",
         always(),
-        |tracer| {
-            tracing_opentelemetry::layer()
-                .with_tracer(tracer)
-                .with_tracked_inactivity(false)
-                .with_threads(false)
-                .with_target(false)
-                .with_location(false)
-        },
+        |tracer| configured_like_this_crate(tracer).with_location(false),
     )
     .check(true);
     sdk_span(&mut group, "opentelemetry_sdk_direct", always()).check(true);

@@ -6,6 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use criterion::BenchmarkGroup;
+use criterion::measurement::WallTime;
+
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::logs::{LogBatch, LogExporter};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
@@ -69,6 +72,23 @@ pub fn timed_in_chunks(iters: u64, mut one: impl FnMut(), settle: &dyn Fn()) -> 
     timed
 }
 
+/// Benchmarks `one` as variant `name` with [`timed_in_chunks`]; returns how many times it ran.
+pub fn bench_counted(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    settle: &dyn Fn(),
+    mut one: impl FnMut(),
+) -> u64 {
+    let mut runs = 0u64;
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            runs += iters;
+            timed_in_chunks(iters, &mut one, settle)
+        })
+    });
+    runs
+}
+
 /// What a variant produced and what reached its exporter.
 pub struct Tally<'a> {
     pub variant: &'a str,
@@ -77,7 +97,39 @@ pub struct Tally<'a> {
     pub exported: u64,
 }
 
-impl Tally<'_> {
+impl<'a> Tally<'a> {
+    /// The spans an SDK provider's exporter received (after a flush) against `created`.
+    pub fn sdk_spans(
+        variant: &'a str,
+        created: u64,
+        provider: &opentelemetry_sdk::trace::SdkTracerProvider,
+        exported: &AtomicU64,
+    ) -> Self {
+        Tally {
+            variant,
+            what: "spans",
+            created,
+            exported: exported_by(provider, exported),
+        }
+    }
+
+    /// The spans this crate's ledger counts as exported (after a flush) against `created`;
+    /// prints the ledger's own counts too.
+    pub fn ours_spans(variant: &'a str, created: u64, scoped: &ScopedTelemetry) -> Self {
+        let _ = scoped.telemetry().flush();
+        let stats = scoped.telemetry().export_stats();
+        eprintln!(
+            "{variant}: the crate's ledger: {} exported, {} dropped at a full queue",
+            stats.traces.exported, stats.traces.dropped
+        );
+        Tally {
+            variant,
+            what: "spans",
+            created,
+            exported: stats.traces.exported,
+        }
+    }
+
     /// Prints the counts. With `all_kept`, a variant that lost anything fails the run: its
     /// time would be the time of a drop.
     pub fn check(&self, all_kept: bool) {

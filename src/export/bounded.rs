@@ -15,6 +15,7 @@ use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use tokio::runtime::Handle;
 
 use super::closing::Closing;
+use super::otlp::Retries;
 
 /// Polls the inner future inside `handle`'s runtime context, when there is one.
 struct InRuntime<'a> {
@@ -36,9 +37,23 @@ impl Future for InRuntime<'_> {
 /// the one the final flush uses (one attempt each), built alike otherwise.
 #[derive(Debug)]
 pub(crate) struct Exporters<E> {
-    pub(crate) running: E,
-    pub(crate) final_flush: E,
-    pub(crate) closing: Closing,
+    running: E,
+    final_flush: E,
+    closing: Closing,
+}
+
+impl<E> Exporters<E> {
+    /// Both exporters from one `build`, told which retry policy to use.
+    pub(crate) fn build(
+        closing: &Closing,
+        build: impl Fn(Retries) -> Result<E, String>,
+    ) -> Result<Self, String> {
+        Ok(Exporters {
+            running: build(Retries::WhileRunning)?,
+            final_flush: build(Retries::FinalFlush)?,
+            closing: closing.clone(),
+        })
+    }
 }
 
 /// An OTLP exporter. With a runtime (gRPC), every export runs inside it and ends within

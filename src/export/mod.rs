@@ -363,11 +363,7 @@ macro_rules! otlp_exporter {
                         .build()
                         .map_err(|e| e.to_string())
                     };
-                    let exporters = Exporters {
-                        running: build(otlp::Retries::WhileRunning)?,
-                        final_flush: build(otlp::Retries::FinalFlush)?,
-                        closing: closing.clone(),
-                    };
+                    let exporters = Exporters::build(closing, build)?;
                     Ok(OnRuntime::new(
                         exporters,
                         handle.clone(),
@@ -383,11 +379,7 @@ macro_rules! otlp_exporter {
                             .build()
                             .map_err(|e| e.to_string())
                     };
-                    let exporters = Exporters {
-                        running: build(otlp::Retries::WhileRunning)?,
-                        final_flush: build(otlp::Retries::FinalFlush)?,
-                        closing: closing.clone(),
-                    };
+                    let exporters = Exporters::build(closing, build)?;
                     Ok(OnRuntime::passthrough(exporters))
                 }
                 #[allow(unreachable_patterns)]
