@@ -1,6 +1,6 @@
 //! The builder: code defaults, then `init` wires config, pipelines and the subscriber together.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -422,6 +422,7 @@ impl TelemetryBuilder {
             tracer_provider: parts.pipelines.tracer_provider,
             meter_provider: parts.pipelines.meter_provider,
             logger_provider: parts.pipelines.logger_provider,
+            log_handoff: parts.pipelines.log_handoff,
             runtime: Mutex::new(parts.pipelines.runtime),
             ledgers: parts.pipelines.ledgers,
             closing: parts.pipelines.closing,
@@ -467,6 +468,7 @@ impl TelemetryBuilder {
             tracer_provider: opentelemetry_sdk::trace::SdkTracerProvider::builder().build(),
             meter_provider: None,
             logger_provider: None,
+            log_handoff: None,
             runtime: Mutex::new(None),
             ledgers: Vec::new(),
             closing: crate::export::Closing::default(),
@@ -514,11 +516,11 @@ pub(crate) fn subscriber(
     let log_records = pipelines
         .logger_provider
         .as_ref()
-        .map(|provider| ExportedEvents {
-            bridge: opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(
-                provider,
-            ),
-            open: logs_open.clone(),
+        .zip(pipelines.log_handoff.clone())
+        .map(|(provider, handoff)| {
+            crate::export::LogRecordLayer::new(provider, handoff, logs_open.clone(), |target| {
+                !is_internal(target)
+            })
         });
     let subscriber = Registry::default()
         .with(filter)
@@ -561,24 +563,6 @@ pub(crate) fn is_internal(target: &str) -> bool {
 
 /// Spans only (log events go out as log records, not span events), minus internal targets.
 struct ExportableSpans;
-/// The log-record bridge, given events only, minus internal targets, while the logger
-/// provider is open (after shutdown the SDK would warn about every record). A wrapper rather
-/// than a per-layer filter: `Filtered` does its bookkeeping on every span callback although
-/// the bridge ignores spans, and the "sometimes" interest its open/closed check needs made
-/// every event ask every layer whether it is enabled (measured in `benches/span.rs`).
-struct ExportedEvents<L> {
-    bridge: L,
-    open: Arc<AtomicBool>,
-}
-
-impl<S: Subscriber, L: Layer<S>> Layer<S> for ExportedEvents<L> {
-    fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
-        if self.open.load(Ordering::Relaxed) && !is_internal(event.metadata().target()) {
-            self.bridge.on_event(event, ctx);
-        }
-    }
-}
-
 impl<S: Subscriber> Filter<S> for ExportableSpans {
     fn enabled(&self, meta: &Metadata<'_>, _: &Context<'_, S>) -> bool {
         meta.is_span() && !is_internal(meta.target())

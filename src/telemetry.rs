@@ -32,6 +32,7 @@ pub(crate) struct Inner {
     pub(crate) tracer_provider: SdkTracerProvider,
     pub(crate) meter_provider: Option<SdkMeterProvider>,
     pub(crate) logger_provider: Option<SdkLoggerProvider>,
+    pub(crate) log_handoff: Option<crate::export::LogHandoff>,
     pub(crate) runtime: Mutex<Option<Runtime>>,
     pub(crate) ledgers: Vec<Arc<Ledger>>,
     /// How far the shutdown has got, for the exporters and the log layer.
@@ -330,11 +331,18 @@ impl Inner {
             );
         }
         if let Some(logs) = self.logger_provider.clone() {
+            let handoff = self.log_handoff.clone();
             spawn(
                 Signal::Logs,
                 Box::new(move || match op {
-                    Op::Flush => logs.force_flush(),
-                    Op::Shutdown => logs.shutdown_with_timeout(timeout),
+                    Op::Flush => {
+                        handoff.iter().for_each(|h| h.flush());
+                        logs.force_flush()
+                    }
+                    Op::Shutdown => {
+                        handoff.iter().for_each(|h| h.stop());
+                        logs.shutdown_with_timeout(timeout)
+                    }
                 }),
             );
         }

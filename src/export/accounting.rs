@@ -161,6 +161,11 @@ impl Ledger {
         false
     }
 
+    /// Counts items dropped before they reached the admission check (a full handoff).
+    pub(crate) fn count_dropped(&self, items: u64) {
+        self.dropped.fetch_add(items, Ordering::Relaxed);
+    }
+
     /// Gives back a place taken by [`admit`](Self::admit) for an item that never reached the
     /// exporter.
     pub(crate) fn release(&self, items: usize) {

@@ -8,6 +8,7 @@ mod accounting;
 mod bounded;
 mod closing;
 mod console;
+mod log_bridge;
 mod otlp;
 mod pipeline;
 #[cfg(feature = "tls")]
@@ -30,6 +31,7 @@ use crate::metrics::MetricsSetup;
 use bounded::{Exporters, OnRuntime};
 pub(crate) use closing::Closing;
 use console::Console;
+pub(crate) use log_bridge::{LogHandoff, LogRecordLayer};
 #[cfg_attr(not(any(feature = "grpc", feature = "http")), allow(unused_imports))]
 use pipeline::{Accounted, AdmittedLogs, AdmittedSpans};
 use std::sync::Arc;
@@ -112,6 +114,8 @@ pub(crate) struct Pipelines {
     pub(crate) tracer_provider: SdkTracerProvider,
     pub(crate) meter_provider: Option<SdkMeterProvider>,
     pub(crate) logger_provider: Option<SdkLoggerProvider>,
+    /// Carries events from the callers to the logger provider (see [`LogHandoff`]).
+    pub(crate) log_handoff: Option<LogHandoff>,
     pub(crate) runtime: Option<Runtime>,
     /// One per OTLP or custom pipeline that was built.
     pub(crate) ledgers: Vec<Arc<Ledger>>,
@@ -281,10 +285,16 @@ pub(crate) fn build(
         metrics.register_builtin(provider);
     }
 
+    let logger_provider = logger_provider.flatten();
+    let log_handoff = logger_provider.as_ref().map(|provider| {
+        let ledger = ledgers.iter().find(|l| l.signal() == Signal::Logs).cloned();
+        LogHandoff::start(provider, config.logs.batch.max_queue_size, ledger)
+    });
     let pipelines = Pipelines {
         tracer_provider: traces.build(),
         meter_provider: meter_provider.flatten(),
-        logger_provider: logger_provider.flatten(),
+        logger_provider,
+        log_handoff,
         runtime,
         ledgers,
         custom_traces,
