@@ -275,6 +275,7 @@ struct Shared {
 struct Converter {
     logger: SdkLogger,
     batch: VecDeque<Slot>,
+    emptied: Vec<Slot>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -315,17 +316,20 @@ impl Shared {
     }
 
     fn emit_with(&self, mut converter: MutexGuard<'_, Converter>) -> usize {
-        let Converter { logger, batch } = &mut *converter;
+        let Converter {
+            logger,
+            batch,
+            emptied,
+        } = &mut *converter;
         std::mem::swap(&mut lock(&self.queue).pending, batch);
         let emitted = batch.len();
-        for slot in batch.iter() {
-            logger.emit(slot.to_record(logger));
-        }
-        let mut queue = lock(&self.queue);
         for mut slot in batch.drain(..) {
+            logger.emit(slot.to_record(logger));
             slot.clear();
-            queue.free.push(slot);
+            emptied.push(slot);
         }
+        // Emptied outside the lock the callers take: while it is held they wait.
+        lock(&self.queue).free.append(emptied);
         emitted
     }
 
@@ -394,6 +398,7 @@ impl LogHandoff {
             emitting: Mutex::new(Converter {
                 logger: provider.logger(""),
                 batch: VecDeque::new(),
+                emptied: Vec::new(),
             }),
             capacity: capacity.max(1),
             ledger,
