@@ -13,9 +13,11 @@
 //! the exporter caught up untimed between them; each prints the spans it made and exported and
 //! fails the run on a drop.
 //!
-//! Group `http_client_call` does the same for a tower HTTP client stack (see `http_client`).
+//! Group `http_client_call` does the same for a tower HTTP client stack (see `http_client`),
+//! and group `reqwest_middleware_call` for a reqwest-middleware client (see
+//! `reqwest_middleware_call`, with the `reqwest` feature).
 //!
-//! Run with `cargo bench --bench http_server --features axum`.
+//! Run with `cargo bench --bench http_server --features axum,reqwest`.
 
 mod common;
 
@@ -223,9 +225,105 @@ fn http_client(c: &mut Criterion) {
     group.finish();
 }
 
+/// The last middleware of every reqwest variant: answers `200 ok` at once, no socket, so the
+/// middlewares in front of it are what differs.
+#[cfg(feature = "reqwest")]
+struct Answer;
+
+#[cfg(feature = "reqwest")]
+#[async_trait::async_trait]
+impl reqwest_middleware::Middleware for Answer {
+    async fn handle(
+        &self,
+        _request: reqwest::Request,
+        _extensions: &mut http::Extensions,
+        _next: reqwest_middleware::Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        Ok(reqwest::Response::from(http::Response::new("ok")))
+    }
+}
+
+#[cfg(feature = "reqwest")]
+fn reqwest_client(
+    traced: Option<std::sync::Arc<dyn reqwest_middleware::Middleware>>,
+) -> reqwest_middleware::ClientWithMiddleware {
+    let mut builder = reqwest_middleware::ClientBuilder::new(reqwest::Client::new());
+    if let Some(middleware) = traced {
+        builder = builder.with_arc(middleware);
+    }
+    builder.with(Answer).build()
+}
+
+#[cfg(feature = "reqwest")]
+async fn reqwest_call(client: &reqwest_middleware::ClientWithMiddleware) {
+    let response = client
+        .get("http://backend.internal/orders/42")
+        .send()
+        .await
+        .expect("call");
+    assert_eq!(response.status(), 200);
+    black_box(response.bytes().await.expect("body"));
+}
+
+/// A reqwest-middleware client, the same way: bare, with reqwest-tracing's `TracingMiddleware`
+/// over tracing-opentelemetry (its span with the client conventions; reqwest-tracing 0.7 has no
+/// OpenTelemetry 0.33 feature, so it injects no context and does less than ours), and with
+/// `ReqwestMiddleware` (CLIENT span, the conventions, the trace context injected).
+#[cfg(feature = "reqwest")]
+fn reqwest_middleware_call(c: &mut Criterion) {
+    let runtime = runtime();
+    let mut group = c.benchmark_group("reqwest_middleware_call");
+
+    let bare = reqwest_client(None);
+    bench_counted(&mut group, "bare_client", &|| (), || {
+        runtime.block_on(reqwest_call(&bare))
+    });
+
+    let (provider, exported) =
+        common::sdk_provider(opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
+            opentelemetry_sdk::trace::Sampler::AlwaysOn,
+        )));
+    let dispatch = Dispatch::new(
+        tracing_subscriber::registry()
+            .with(tracing_subscriber::filter::LevelFilter::INFO)
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench"))),
+    );
+    let made = tracing::dispatcher::with_default(&dispatch, || {
+        let traced = reqwest_client(Some(std::sync::Arc::new(
+            reqwest_tracing::TracingMiddleware::default(),
+        )));
+        let settle = || {
+            let _ = provider.force_flush();
+        };
+        bench_counted(&mut group, "reqwest_tracing", &settle, || {
+            runtime.block_on(reqwest_call(&traced))
+        })
+    });
+    Tally::sdk_spans("reqwest_tracing", made, &provider, &exported).check(true);
+    let _ = provider.shutdown();
+
+    let scoped = common::ours(common::Export::Traces, &[]);
+    let traced = reqwest_client(Some(std::sync::Arc::new(
+        service_telemetry::instrument::ReqwestMiddleware::new(),
+    )));
+    let settle = || {
+        let _ = scoped.telemetry().flush();
+    };
+    let made = bench_counted(&mut group, "ours", &settle, || {
+        runtime.block_on(reqwest_call(&traced))
+    });
+    Tally::ours_spans("reqwest ours", made, &scoped).check(true);
+    group.finish();
+}
+
+#[cfg(not(feature = "reqwest"))]
+fn reqwest_middleware_call(_: &mut Criterion) {
+    eprintln!("reqwest_middleware_call: skipped (needs --features axum,reqwest)");
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(50).measurement_time(std::time::Duration::from_secs(4));
-    targets = http_server, http_client
+    targets = http_server, http_client, reqwest_middleware_call
 }
 criterion_main!(benches);
