@@ -183,6 +183,25 @@ where
     bench_counted(group, name, settle, || runtime.block_on(call(service)))
 }
 
+/// tracing-opentelemetry defaults at `info` over the SDK's batch processor (parent-based,
+/// always on) with a counting no-op exporter: what the client alternatives record into.
+fn client_spans_over_sdk() -> (
+    Dispatch,
+    opentelemetry_sdk::trace::SdkTracerProvider,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    let (provider, exported) =
+        common::sdk_provider(opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
+            opentelemetry_sdk::trace::Sampler::AlwaysOn,
+        )));
+    let dispatch = Dispatch::new(
+        tracing_subscriber::registry()
+            .with(tracing_subscriber::filter::LevelFilter::INFO)
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench"))),
+    );
+    (dispatch, provider, exported)
+}
+
 /// The client side, the same way: a tower HTTP client stack in front of an in-process backend,
 /// bare, with tower-http's `TraceLayer` (span at `info`, no line, as ours writes none) over
 /// tracing-opentelemetry, and with `HttpClientLayer` (CLIENT span, the client conventions, the
@@ -194,15 +213,7 @@ fn http_client(c: &mut Criterion) {
 
     bench_calls(&mut group, "bare_service", &runtime, &backend(), &|| ());
 
-    let (provider, exported) =
-        common::sdk_provider(opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
-            opentelemetry_sdk::trace::Sampler::AlwaysOn,
-        )));
-    let dispatch = Dispatch::new(
-        tracing_subscriber::registry()
-            .with(tracing_subscriber::filter::LevelFilter::INFO)
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench"))),
-    );
+    let (dispatch, provider, exported) = client_spans_over_sdk();
     let made = tracing::dispatcher::with_default(&dispatch, || {
         let traced = tower_http::trace::TraceLayer::new_for_http()
             .make_span_with(tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::INFO))
@@ -279,15 +290,7 @@ fn reqwest_middleware_call(c: &mut Criterion) {
         runtime.block_on(reqwest_call(&bare))
     });
 
-    let (provider, exported) =
-        common::sdk_provider(opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
-            opentelemetry_sdk::trace::Sampler::AlwaysOn,
-        )));
-    let dispatch = Dispatch::new(
-        tracing_subscriber::registry()
-            .with(tracing_subscriber::filter::LevelFilter::INFO)
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench"))),
-    );
+    let (dispatch, provider, exported) = client_spans_over_sdk();
     let made = tracing::dispatcher::with_default(&dispatch, || {
         let traced = reqwest_client(Some(std::sync::Arc::new(
             reqwest_tracing::TracingMiddleware::default(),

@@ -43,8 +43,7 @@ const KEEP_SLOT_BYTES: usize = 4 * 1024;
 /// One event, as the caller left it.
 struct Slot {
     observed: SystemTime,
-    severity: Severity,
-    level: &'static str,
+    level: Level,
     target: &'static str,
     name: &'static str,
     trace: Option<(TraceId, SpanId, TraceFlags)>,
@@ -68,8 +67,7 @@ impl Default for Slot {
     fn default() -> Self {
         Slot {
             observed: SystemTime::UNIX_EPOCH,
-            severity: Severity::Info,
-            level: "INFO",
+            level: Level::INFO,
             target: "",
             name: "",
             trace: None,
@@ -100,8 +98,7 @@ impl Slot {
         self.clear();
         let meta = event.metadata();
         self.observed = SystemTime::now();
-        self.severity = severity_of(meta.level());
-        self.level = meta.level().as_str();
+        self.level = *meta.level();
         self.target = meta.target();
         self.name = meta.name();
         // The SDK takes the trace context from the current context when the record is
@@ -130,8 +127,8 @@ impl Slot {
         let mut record = logger.create_log_record();
         record.set_target(self.target);
         record.set_event_name(self.name);
-        record.set_severity_number(self.severity);
-        record.set_severity_text(self.level);
+        record.set_severity_number(severity_of(&self.level));
+        record.set_severity_text(self.level.as_str());
         record.set_observed_timestamp(self.observed);
         if let Some((trace_id, span_id, flags)) = self.trace {
             record.set_trace_context(trace_id, span_id, Some(flags));
@@ -341,19 +338,20 @@ impl Shared {
                 return;
             }
             if queue.pending.is_empty() {
-                let (state, wait) = if emitted > 0 {
-                    (ThreadState::Gathering, GATHER)
+                let asleep = |q: &mut Queue| q.thread != ThreadState::Working && !q.stopping;
+                // Idle waits for the first event, whose caller wakes it; gathering wakes itself.
+                queue = if emitted > 0 {
+                    queue.thread = ThreadState::Gathering;
+                    self.wake
+                        .wait_timeout_while(queue, GATHER, asleep)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
                 } else {
-                    (ThreadState::Idle, Duration::from_secs(1))
+                    queue.thread = ThreadState::Idle;
+                    self.wake
+                        .wait_while(queue, asleep)
+                        .unwrap_or_else(PoisonError::into_inner)
                 };
-                queue.thread = state;
-                queue = self
-                    .wake
-                    .wait_timeout_while(queue, wait, |q| {
-                        q.thread != ThreadState::Working && !q.stopping
-                    })
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0;
                 queue.thread = ThreadState::Working;
             }
             drop(queue);

@@ -95,6 +95,32 @@ fn always_exported(_: &str) -> bool {
     true
 }
 
+/// A handoff of `capacity` slots into `provider` and the layer that feeds it, every event
+/// exported while open.
+fn bridge(
+    provider: &SdkLoggerProvider,
+    capacity: usize,
+    ledger: Option<Arc<Ledger>>,
+) -> (LogHandoff, LogRecordLayer) {
+    let handoff = LogHandoff::start(provider, capacity, ledger);
+    let layer = LogRecordLayer::new(
+        provider,
+        handoff.clone(),
+        Arc::new(AtomicBool::new(true)),
+        always_exported,
+    );
+    (handoff, layer)
+}
+
+fn bodies(exporter: &InMemoryLogExporter) -> Vec<Option<AnyValue>> {
+    exporter
+        .get_emitted_logs()
+        .expect("in-memory exporter")
+        .iter()
+        .map(|l| l.record.body().cloned())
+        .collect()
+}
+
 #[test]
 fn records_are_the_ones_the_appender_builds() {
     let tracer_provider = SdkTracerProvider::builder().build();
@@ -106,13 +132,7 @@ fn records_are_the_ones_the_appender_builds() {
     tracing::subscriber::with_default(appender, events);
 
     let (ours, ours_out) = logger_provider();
-    let handoff = LogHandoff::start(&ours, 64, None);
-    let layer = LogRecordLayer::new(
-        &ours,
-        handoff.clone(),
-        Arc::new(AtomicBool::new(true)),
-        always_exported,
-    );
+    let (handoff, layer) = bridge(&ours, 64, None);
     let span_ids = Arc::new(Mutex::new(None));
     let bridge = tracing_subscriber::registry()
         .with(tracing_opentelemetry::layer().with_tracer(tracer_provider.tracer("t")))
@@ -144,15 +164,9 @@ fn records_are_the_ones_the_appender_builds() {
 fn a_full_handoff_drops_and_counts_and_a_flush_delivers_the_rest() {
     let (provider, out) = logger_provider();
     let ledger = Ledger::new(crate::config::Signal::Logs, 1000, Duration::from_secs(60));
-    let handoff = LogHandoff::start(&provider, 4, Some(ledger.clone()));
+    let (handoff, layer) = bridge(&provider, 4, Some(ledger.clone()));
     // Hold the converter so the thread cannot drain while the queue fills.
     let converter = lock(&handoff.shared.emitting);
-    let layer = LogRecordLayer::new(
-        &provider,
-        handoff.clone(),
-        Arc::new(AtomicBool::new(true)),
-        always_exported,
-    );
     tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
         for i in 0..10 {
             tracing::info!(i, "event");
@@ -161,7 +175,7 @@ fn a_full_handoff_drops_and_counts_and_a_flush_delivers_the_rest() {
     assert_eq!(ledger.stats().dropped, 6);
     drop(converter);
     handoff.flush();
-    let bodies: Vec<String> = out
+    let first_fields: Vec<String> = out
         .get_emitted_logs()
         .unwrap()
         .iter()
@@ -172,23 +186,17 @@ fn a_full_handoff_drops_and_counts_and_a_flush_delivers_the_rest() {
             )
         })
         .collect();
-    assert_eq!(bodies.len(), 4, "{bodies:?}");
+    assert_eq!(first_fields.len(), 4, "{first_fields:?}");
     assert!(
-        bodies[0].contains("Int(0)") && bodies[3].contains("Int(3)"),
-        "{bodies:?}"
+        first_fields[0].contains("Int(0)") && first_fields[3].contains("Int(3)"),
+        "{first_fields:?}"
     );
 }
 
 #[test]
 fn the_thread_delivers_without_a_flush() {
     let (provider, out) = logger_provider();
-    let handoff = LogHandoff::start(&provider, 64, None);
-    let layer = LogRecordLayer::new(
-        &provider,
-        handoff.clone(),
-        Arc::new(AtomicBool::new(true)),
-        always_exported,
-    );
+    let (_handoff, layer) = bridge(&provider, 64, None);
     tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
         tracing::info!("one");
         tracing::info!("two");
@@ -218,13 +226,7 @@ fn closed_or_filtered_events_are_not_records_and_a_stopped_handoff_takes_none() 
         tracing::info!("closed");
     });
     handoff.flush();
-    let bodies: Vec<_> = out
-        .get_emitted_logs()
-        .unwrap()
-        .iter()
-        .map(|l| l.record.body().cloned())
-        .collect();
-    assert_eq!(bodies, vec![Some(AnyValue::from("kept".to_owned()))]);
+    assert_eq!(bodies(&out), vec![Some(AnyValue::from("kept".to_owned()))]);
 }
 
 /// With the global dispatcher a field's `Debug` may log while this thread's slot is being
@@ -233,13 +235,7 @@ fn closed_or_filtered_events_are_not_records_and_a_stopped_handoff_takes_none() 
 #[test]
 fn an_event_while_the_threads_slot_is_in_use_gets_a_fresh_one() {
     let (provider, out) = logger_provider();
-    let handoff = LogHandoff::start(&provider, 64, None);
-    let layer = LogRecordLayer::new(
-        &provider,
-        handoff.clone(),
-        Arc::new(AtomicBool::new(true)),
-        always_exported,
-    );
+    let (handoff, layer) = bridge(&provider, 64, None);
     tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
         CALLER_SLOT.with(|slot| {
             let _in_use = slot.borrow_mut();
@@ -248,14 +244,8 @@ fn an_event_while_the_threads_slot_is_in_use_gets_a_fresh_one() {
         tracing::info!("after");
     });
     handoff.flush();
-    let bodies: Vec<_> = out
-        .get_emitted_logs()
-        .unwrap()
-        .iter()
-        .map(|l| l.record.body().cloned())
-        .collect();
     assert_eq!(
-        bodies,
+        bodies(&out),
         vec![
             Some(AnyValue::from("while in use".to_owned())),
             Some(AnyValue::from("after".to_owned()))
