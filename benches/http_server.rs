@@ -86,10 +86,7 @@ fn http_server(c: &mut Criterion) {
 
     bench_requests(&mut group, "bare_router", &runtime, &routes(), &|| ());
 
-    let (provider, exported) =
-        common::sdk_provider(opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
-            opentelemetry_sdk::trace::Sampler::AlwaysOn,
-        )));
+    let (provider, exported) = parent_based_sdk();
     let dispatch = Dispatch::new(
         tracing_subscriber::registry()
             .with(tracing_subscriber::filter::LevelFilter::INFO)
@@ -183,17 +180,25 @@ where
     bench_counted(group, name, settle, || runtime.block_on(call(service)))
 }
 
-/// tracing-opentelemetry defaults at `info` over the SDK's batch processor (parent-based,
-/// always on) with a counting no-op exporter: what the client alternatives record into.
+/// The SDK's provider as the alternatives use it: parent-based, always on, the batch
+/// processor in front of a counting no-op exporter.
+fn parent_based_sdk() -> (
+    opentelemetry_sdk::trace::SdkTracerProvider,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    common::sdk_provider(opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
+        opentelemetry_sdk::trace::Sampler::AlwaysOn,
+    )))
+}
+
+/// tracing-opentelemetry defaults at `info` over [`parent_based_sdk`]: what the client
+/// alternatives record into.
 fn client_spans_over_sdk() -> (
     Dispatch,
     opentelemetry_sdk::trace::SdkTracerProvider,
     std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) {
-    let (provider, exported) =
-        common::sdk_provider(opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
-            opentelemetry_sdk::trace::Sampler::AlwaysOn,
-        )));
+    let (provider, exported) = parent_based_sdk();
     let dispatch = Dispatch::new(
         tracing_subscriber::registry()
             .with(tracing_subscriber::filter::LevelFilter::INFO)
