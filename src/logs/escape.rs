@@ -6,6 +6,12 @@ use std::fmt;
 #[inline]
 pub(crate) fn escape_into(out: &mut String, s: &str) {
     let bytes = s.as_bytes();
+    // Nearly every key and value needs no escaping. This test has no early exit, so the
+    // compiler turns it into a few vector compares instead of a branch per byte.
+    if !bytes.iter().fold(false, |any, &b| any | needs_escape(b)) {
+        out.push_str(s);
+        return;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let escape: &str = match b {
@@ -27,6 +33,11 @@ pub(crate) fn escape_into(out: &mut String, s: &str) {
         start = i + 1;
     }
     out.push_str(&s[start..]);
+}
+
+#[inline]
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f
 }
 
 fn push_unicode_escape(out: &mut String, b: u8) {

@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
-use opentelemetry::trace::{SpanContext, TraceContextExt};
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceId};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_core::dispatcher::WeakDispatch;
@@ -195,11 +195,7 @@ impl JsonLayer {
         line.push_str(fields);
 
         if let Some(span_context) = self.span_context(event) {
-            line.push_str(",\"trace_id\":\"");
-            push_hex(line, &span_context.trace_id().to_bytes());
-            line.push_str("\",\"span_id\":\"");
-            push_hex(line, &span_context.span_id().to_bytes());
-            line.push('"');
+            push_ids(line, span_context.trace_id(), span_context.span_id());
         }
 
         if let Some(leaf) = ctx.event_span(event) {
@@ -247,17 +243,26 @@ where
     out.push('}');
 }
 
-/// Lower-case hex, as the ids' `Display` writes them, without going through `fmt`'s
-/// padded-integer formatting (a third of an event's cost when it did).
-fn push_hex(out: &mut String, bytes: &[u8]) {
+/// `,"trace_id":"…","span_id":"…"` in lower-case hex, as the ids' `Display` writes them:
+/// filled into one fixed template and appended at once, without `fmt`'s padded-integer
+/// formatting (a third of an event's cost when it went through it).
+fn push_ids(out: &mut String, trace_id: TraceId, span_id: SpanId) {
+    const TEMPLATE: &[u8; 75] =
+        b",\"trace_id\":\"................................\",\"span_id\":\"................\"";
+    const TRACE_AT: usize = 13;
+    const SPAN_AT: usize = TRACE_AT + 32 + 13;
+    let mut buf = *TEMPLATE;
+    fill_hex(&mut buf[TRACE_AT..TRACE_AT + 32], &trace_id.to_bytes());
+    fill_hex(&mut buf[SPAN_AT..SPAN_AT + 16], &span_id.to_bytes());
+    out.push_str(std::str::from_utf8(&buf).unwrap_or_default());
+}
+
+fn fill_hex(into: &mut [u8], bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut buf = [0u8; 32];
-    let len = bytes.len().min(16);
-    for (i, b) in bytes[..len].iter().enumerate() {
-        buf[2 * i] = DIGITS[usize::from(b >> 4)];
-        buf[2 * i + 1] = DIGITS[usize::from(b & 0x0f)];
+    for (pair, b) in into.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0x0f)];
     }
-    out.push_str(std::str::from_utf8(&buf[..2 * len]).unwrap_or_default());
 }
 
 fn level_str(level: &Level) -> &'static str {

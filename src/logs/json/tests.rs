@@ -338,11 +338,11 @@ fn ids_are_written_as_their_display_writes_them() {
         ),
     ] {
         let (trace, span) = (TraceId::from(trace), SpanId::from(span));
-        let mut out = String::new();
-        super::push_hex(&mut out, &trace.to_bytes());
-        assert_eq!(out, trace.to_string());
-        out.clear();
-        super::push_hex(&mut out, &span.to_bytes());
-        assert_eq!(out, span.to_string());
+        let mut out = String::from("{");
+        super::push_ids(&mut out, trace, span);
+        assert_eq!(
+            out,
+            format!(r#"{{,"trace_id":"{trace}","span_id":"{span}""#)
+        );
     }
 }
