@@ -1,8 +1,9 @@
-//! The JSON line layer: one object per event, span fields rendered once per span, trace ids
-//! read from the active OpenTelemetry context.
+//! The JSON line layer: one object per event, span fields rendered once per span and a line's
+//! span part once per innermost span, trace ids read from the active OpenTelemetry context.
 
 use std::cell::RefCell;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
@@ -13,7 +14,7 @@ use tracing_core::dispatcher::WeakDispatch;
 use tracing_log::NormalizeEvent;
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
 use crate::export::Closing;
 
@@ -87,8 +88,22 @@ impl JsonLayer {
     }
 }
 
-/// A span's fields pre-rendered as `"k":v,"k2":v2` (no braces), kept in the span's extensions.
-struct SpanFields(String);
+/// A span's fields pre-rendered as `"k":v,"k2":v2` (no braces), kept in the span's extensions,
+/// and the end of the lines logged with this span innermost, made on the first such line.
+struct SpanFields {
+    rendered: String,
+    /// `,"span":{…},"spans":[…]`, and the [`FIELDS_RECORDED`] count it was made at.
+    tail: Option<(u64, String)>,
+}
+
+/// How many times any span recorded a field after it opened. A span's cached tail also holds
+/// its ancestors' fields, and a span cannot reach its descendants, so one record anywhere makes
+/// every cached tail stale. Records after opening are rare next to log lines.
+static FIELDS_RECORDED: AtomicU64 = AtomicU64::new(0);
+
+/// Tails longer than this are written but not kept, so deep trees of wide spans do not hold
+/// their ancestors' fields once per descendant.
+const KEEP_TAIL_BYTES: usize = 4 * 1024;
 
 struct Buffers {
     line: String,
@@ -116,7 +131,10 @@ where
         let Some(span) = ctx.span(id) else { return };
         let mut rendered = String::new();
         attrs.record(&mut FieldWriter::for_span(&mut rendered, self.value_limit));
-        span.extensions_mut().insert(SpanFields(rendered));
+        span.extensions_mut().insert(SpanFields {
+            rendered,
+            tail: None,
+        });
     }
 
     fn on_record(
@@ -127,8 +145,12 @@ where
     ) {
         let Some(span) = ctx.span(id) else { return };
         let mut extensions = span.extensions_mut();
-        if let Some(SpanFields(rendered)) = extensions.get_mut::<SpanFields>() {
-            values.record(&mut FieldWriter::for_span(rendered, self.value_limit));
+        if let Some(fields) = extensions.get_mut::<SpanFields>() {
+            values.record(&mut FieldWriter::for_span(
+                &mut fields.rendered,
+                self.value_limit,
+            ));
+            FIELDS_RECORDED.fetch_add(1, Ordering::Release);
         }
     }
 
@@ -199,16 +221,7 @@ impl JsonLayer {
         }
 
         if let Some(leaf) = ctx.event_span(event) {
-            line.push_str(",\"span\":");
-            push_span(line, &leaf);
-            line.push_str(",\"spans\":[");
-            for (i, span) in leaf.scope().from_root().enumerate() {
-                if i > 0 {
-                    line.push(',');
-                }
-                push_span(line, &span);
-            }
-            line.push(']');
+            push_span_tail(line, &leaf);
         }
         line.push_str("}\n");
     }
@@ -227,18 +240,67 @@ impl JsonLayer {
     }
 }
 
-fn push_span<S>(out: &mut String, span: &tracing_subscriber::registry::SpanRef<'_, S>)
+/// Appends `,"span":{…},"spans":[…]` for a line whose innermost span is `leaf`, from the
+/// leaf's cache when no span recorded a field since it was made.
+fn push_span_tail<S>(out: &mut String, leaf: &SpanRef<'_, S>)
+where
+    S: for<'a> LookupSpan<'a>,
+{
+    // Read before rendering: a record that lands meanwhile leaves the new tail already stale.
+    let recorded = FIELDS_RECORDED.load(Ordering::Acquire);
+    let mut extensions = leaf.extensions_mut();
+    let Some(fields) = extensions.get_mut::<SpanFields>() else {
+        drop(extensions);
+        return write_span_tail(out, leaf, None);
+    };
+    if let Some((made_at, tail)) = &fields.tail {
+        if *made_at == recorded {
+            out.push_str(tail);
+            return;
+        }
+    }
+    let mut tail = fields.tail.take().map(|(_, tail)| tail).unwrap_or_default();
+    tail.clear();
+    write_span_tail(&mut tail, leaf, Some(&fields.rendered));
+    out.push_str(&tail);
+    if tail.len() <= KEEP_TAIL_BYTES {
+        fields.tail = Some((recorded, tail));
+    }
+}
+
+/// Renders the tail. `leaf_fields` are the leaf's own when the caller holds its extensions
+/// (reading them again through the registry would wait on the caller's own lock).
+fn write_span_tail<S>(out: &mut String, leaf: &SpanRef<'_, S>, leaf_fields: Option<&str>)
+where
+    S: for<'a> LookupSpan<'a>,
+{
+    out.push_str(",\"span\":");
+    push_span(out, leaf, leaf_fields);
+    out.push_str(",\"spans\":[");
+    for (i, span) in leaf.scope().from_root().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        if span.id() == leaf.id() {
+            push_span(out, leaf, leaf_fields);
+        } else {
+            let extensions = span.extensions();
+            let fields = extensions.get::<SpanFields>();
+            push_span(out, &span, fields.map(|f| f.rendered.as_str()));
+        }
+    }
+    out.push(']');
+}
+
+fn push_span<S>(out: &mut String, span: &SpanRef<'_, S>, fields: Option<&str>)
 where
     S: for<'a> LookupSpan<'a>,
 {
     out.push_str("{\"name\":");
     quoted_into(out, span.name());
-    let ext = span.extensions();
-    if let Some(SpanFields(rendered)) = ext.get::<SpanFields>() {
-        if !rendered.is_empty() {
-            out.push(',');
-            out.push_str(rendered);
-        }
+    if let Some(rendered) = fields.filter(|f| !f.is_empty()) {
+        out.push(',');
+        out.push_str(rendered);
     }
     out.push('}');
 }

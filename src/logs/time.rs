@@ -23,16 +23,15 @@ pub(crate) fn write_timestamp(out: &mut String, now: SystemTime) {
             prefix
         }
     });
-    // The prefix is ASCII digits and separators by construction.
-    out.push_str(std::str::from_utf8(&prefix).unwrap_or("1970-01-01T00:00:00."));
-    let mut digits = [b'0'; 6];
+    let mut stamp = *b"1970-01-01T00:00:00.000000Z";
+    stamp[..20].copy_from_slice(&prefix);
     let mut m = micros;
-    for d in digits.iter_mut().rev() {
+    for d in stamp[20..26].iter_mut().rev() {
         *d = b'0' + (m % 10) as u8;
         m /= 10;
     }
-    out.push_str(std::str::from_utf8(&digits).unwrap_or("000000"));
-    out.push('Z');
+    // ASCII digits and separators by construction; checked once for the whole stamp.
+    out.push_str(std::str::from_utf8(&stamp).unwrap_or("1970-01-01T00:00:00.000000Z"));
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.` for Unix seconds (Howard Hinnant's civil-from-days).

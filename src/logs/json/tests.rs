@@ -134,6 +134,29 @@ fn recorded_span_fields_appear_in_later_lines() {
 }
 
 #[test]
+fn a_field_recorded_on_an_ancestor_appears_in_lines_of_its_descendants() {
+    let (lines, _) = capture(|| {
+        let outer = info_span!("request", status = tracing::field::Empty);
+        let _o = outer.enter();
+        let inner = info_span!("db.query", table = "orders");
+        let _i = inner.enter();
+        info!("first");
+        info!("cached");
+        outer.record("status", 503);
+        info!("after");
+    });
+    for line in &lines[..2] {
+        assert!(line["spans"][0].get("status").is_none());
+        assert_eq!(line["spans"][1]["table"], "orders");
+        assert_eq!(line["span"]["name"], "db.query");
+    }
+    assert_eq!(lines[0]["spans"], lines[1]["spans"]);
+    assert_eq!(lines[2]["spans"][0]["status"], 503);
+    assert_eq!(lines[2]["spans"][1]["table"], "orders");
+    assert_eq!(lines[2]["span"], lines[2]["spans"][1]);
+}
+
+#[test]
 fn values_of_every_kind_stay_valid_json() {
     #[derive(Debug)]
     struct Weird {
