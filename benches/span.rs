@@ -9,7 +9,9 @@
 //!   measuring the design proposed in the README for the span targets.
 //!
 //! The second group is the same with a parent-based 1 % ratio sampler: 99 % of these root
-//! spans are dropped, the common case for a busy service.
+//! spans are dropped, the common case for a busy service. The third times a child span
+//! inside a request whose remote parent was not sampled (all dropped), with this crate as
+//! configured by default and with `skip_spans_under_unsampled_parents`.
 //!
 //! Every variant that exports has a queue of 65 536 and is timed in stretches of at most half
 //! of it, with the exporter caught up (untimed) in between; each prints the spans it created
@@ -25,14 +27,37 @@ mod direct_layer;
 
 use std::hint::black_box;
 
-use common::{Export, Tally, bench_counted, ours};
+use common::{Export, Tally, bench_counted, ours_with};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
 use opentelemetry::trace::{TraceContextExt as _, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::Sampler;
+use service_telemetry::TelemetryBuilder;
 use tracing::dispatcher::Dispatch;
 use tracing_subscriber::layer::SubscriberExt;
+
+/// Where the timed span opens.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// A root span.
+    Root,
+    /// A child of an entered span whose remote parent was not sampled, as inside a request
+    /// that arrived with `traceparent` flags `00`.
+    ChildOfNotSampled,
+}
+
+/// A remote parent the sampler must follow: not sampled.
+fn not_sampled_remote() -> Context {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    Context::new().with_remote_span_context(SpanContext::new(
+        TraceId::from(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736_u128),
+        SpanId::from(0x00f0_67aa_0ba9_02b7_u64),
+        TraceFlags::default(),
+        true,
+        TraceState::default(),
+    ))
+}
 
 /// Times the span's life under `dispatch`, letting the exporter catch up (`settle`) untimed
 /// between stretches; returns how many spans were created.
@@ -41,8 +66,16 @@ fn tracing_span(
     name: &str,
     dispatch: &Dispatch,
     settle: &dyn Fn(),
+    shape: Shape,
 ) -> u64 {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     tracing::dispatcher::with_default(dispatch, || {
+        let request = matches!(shape, Shape::ChildOfNotSampled).then(|| {
+            let request = tracing::info_span!("incoming");
+            let _ = request.set_parent(not_sampled_remote());
+            request
+        });
+        let _entered = request.as_ref().map(tracing::Span::enter);
         bench_counted(group, name, settle, || {
             let span = tracing::info_span!(
                 "request",
@@ -60,11 +93,16 @@ fn sdk_span<'a>(
     group: &mut BenchmarkGroup<'_, WallTime>,
     name: &'a str,
     sampler: Sampler,
+    shape: Shape,
 ) -> Tally<'a> {
     let (provider, exported) = common::sdk_provider(sampler);
     let tracer = provider.tracer("bench");
     let settle = || {
         let _ = provider.force_flush();
+    };
+    let parent = match shape {
+        Shape::Root => Context::new(),
+        Shape::ChildOfNotSampled => not_sampled_remote(),
     };
     let created = bench_counted(group, name, &settle, || {
         let span = tracer
@@ -73,7 +111,7 @@ fn sdk_span<'a>(
                 KeyValue::new("method", black_box("GET")),
                 KeyValue::new("route", black_box("/orders/{id}")),
             ])
-            .start(&tracer);
+            .start_with_context(&tracer, &parent);
         let cx = Context::current_with_span(span);
         let guard = cx.clone().attach();
         drop(black_box(guard));
@@ -90,6 +128,7 @@ fn over_sdk<'a, L>(
     group: &mut BenchmarkGroup<'_, WallTime>,
     name: &'a str,
     sampler: Sampler,
+    shape: Shape,
     layer: impl FnOnce(opentelemetry_sdk::trace::Tracer) -> L,
 ) -> Tally<'a>
 where
@@ -101,7 +140,7 @@ where
     let settle = || {
         let _ = provider.force_flush();
     };
-    let created = tracing_span(group, name, &dispatch, &settle);
+    let created = tracing_span(group, name, &dispatch, &settle, shape);
     let tally = Tally::sdk_spans(name, created, &provider, &exported);
     let _ = provider.shutdown();
     tally
@@ -111,8 +150,9 @@ fn otel_layer_defaults<'a>(
     group: &mut BenchmarkGroup<'_, WallTime>,
     name: &'a str,
     sampler: Sampler,
+    shape: Shape,
 ) -> Tally<'a> {
-    over_sdk(group, name, sampler, |tracer| {
+    over_sdk(group, name, sampler, shape, |tracer| {
         tracing_opentelemetry::layer().with_tracer(tracer)
     })
 }
@@ -122,8 +162,8 @@ fn direct_layer<'a>(
     name: &'a str,
     sampler: Sampler,
 ) -> Tally<'a> {
-    over_sdk(group, name, sampler, |tracer| direct_layer::DirectLayer {
-        tracer,
+    over_sdk(group, name, sampler, Shape::Root, |tracer| {
+        direct_layer::DirectLayer { tracer }
     })
 }
 
@@ -147,13 +187,15 @@ fn ours_variant<'a>(
     name: &'a str,
     export: Export,
     env: &'static [(&'static str, &'static str)],
+    shape: Shape,
+    configure: fn(TelemetryBuilder) -> TelemetryBuilder,
 ) -> Tally<'a> {
-    let scoped = ours(export, env);
+    let scoped = ours_with(export, env, configure);
     let dispatch = tracing::dispatcher::get_default(Clone::clone);
     let settle = || {
         let _ = scoped.telemetry().flush();
     };
-    let created = tracing_span(group, name, &dispatch, &settle);
+    let created = tracing_span(group, name, &dispatch, &settle, shape);
     Tally::ours_spans(name, created, &scoped)
 }
 
@@ -184,9 +226,11 @@ fn check_one_percent(tally: &Tally<'_>) {
 }
 
 fn span_lifecycle(c: &mut Criterion) {
+    use Shape::{ChildOfNotSampled, Root};
     let always = || Sampler::ParentBased(Box::new(Sampler::AlwaysOn));
+    let as_is = |builder| builder;
     let mut group = c.benchmark_group("span_lifecycle");
-    otel_layer_defaults(&mut group, "tracing_opentelemetry_defaults", always()).check(true);
+    otel_layer_defaults(&mut group, "tracing_opentelemetry_defaults", always(), Root).check(true);
     // What the layer's code-location attributes and the export-relevant options cost: the
     // crate keeps the location (code.file.path, code.line.number are exported) and already
     // turns off the target attribute, threads and inactivity tracking.
@@ -194,6 +238,7 @@ fn span_lifecycle(c: &mut Criterion) {
         &mut group,
         "tracing_opentelemetry_as_this_crate_configures_it",
         always(),
+        Root,
         configured_like_this_crate,
     )
     .check(true);
@@ -201,6 +246,7 @@ fn span_lifecycle(c: &mut Criterion) {
         &mut group,
         "tracing_opentelemetry_configured_behind_a_per_layer_filter",
         always(),
+        Root,
         |tracer| {
             use tracing_subscriber::Layer as _;
             configured_like_this_crate(tracer)
@@ -212,19 +258,30 @@ fn span_lifecycle(c: &mut Criterion) {
         &mut group,
         "tracing_opentelemetry_also_without_location",
         always(),
+        Root,
         |tracer| configured_like_this_crate(tracer).with_location(false),
     )
     .check(true);
-    sdk_span(&mut group, "opentelemetry_sdk_direct", always()).check(true);
+    sdk_span(&mut group, "opentelemetry_sdk_direct", always(), Root).check(true);
     ours_variant(
         &mut group,
         "service_telemetry_exported",
         Export::Traces,
         &[],
+        Root,
+        as_is,
     )
     .check(true);
     // Nothing is exported by design: the spans only mint the ids of the log lines.
-    ours_variant(&mut group, "service_telemetry_export_off", Export::Off, &[]).check(false);
+    ours_variant(
+        &mut group,
+        "service_telemetry_export_off",
+        Export::Off,
+        &[],
+        Root,
+        as_is,
+    )
+    .check(false);
     direct_layer(&mut group, "prototype_direct_otel_layer", always()).check(true);
     group.finish();
 
@@ -233,13 +290,29 @@ fn span_lifecycle(c: &mut Criterion) {
         &mut group,
         "tracing_opentelemetry_defaults",
         ratio(),
+        Root,
     ));
-    check_one_percent(&sdk_span(&mut group, "opentelemetry_sdk_direct", ratio()));
+    check_one_percent(&sdk_span(
+        &mut group,
+        "opentelemetry_sdk_direct",
+        ratio(),
+        Root,
+    ));
     check_one_percent(&ours_variant(
         &mut group,
         "service_telemetry_exported",
         Export::Traces,
         ONE_PERCENT,
+        Root,
+        as_is,
+    ));
+    check_one_percent(&ours_variant(
+        &mut group,
+        "service_telemetry_skipping_unsampled_children",
+        Export::Traces,
+        ONE_PERCENT,
+        Root,
+        TelemetryBuilder::skip_spans_under_unsampled_parents,
     ));
     check_one_percent(&direct_layer(
         &mut group,
@@ -247,6 +320,49 @@ fn span_lifecycle(c: &mut Criterion) {
         ratio(),
     ));
     group.finish();
+
+    // Children of a request whose remote parent was not sampled: every one is dropped.
+    let mut group = c.benchmark_group("span_child_of_not_sampled");
+    check_none_exported(&otel_layer_defaults(
+        &mut group,
+        "tracing_opentelemetry_defaults",
+        ratio(),
+        ChildOfNotSampled,
+    ));
+    check_none_exported(&sdk_span(
+        &mut group,
+        "opentelemetry_sdk_direct",
+        ratio(),
+        ChildOfNotSampled,
+    ));
+    check_none_exported(&ours_variant(
+        &mut group,
+        "service_telemetry_exported",
+        Export::Traces,
+        ONE_PERCENT,
+        ChildOfNotSampled,
+        as_is,
+    ));
+    check_none_exported(&ours_variant(
+        &mut group,
+        "service_telemetry_skipping_unsampled_children",
+        Export::Traces,
+        ONE_PERCENT,
+        ChildOfNotSampled,
+        TelemetryBuilder::skip_spans_under_unsampled_parents,
+    ));
+    group.finish();
+}
+
+/// Children of a not-sampled parent are all dropped; one that reached the exporter means the
+/// variant did not time the sampled-out path.
+fn check_none_exported(tally: &Tally<'_>) {
+    tally.check(false);
+    assert_eq!(
+        tally.exported, 0,
+        "{}: {} spans exported under a not-sampled parent",
+        tally.variant, tally.exported
+    );
 }
 
 criterion_group! {

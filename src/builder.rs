@@ -80,6 +80,7 @@ pub struct TelemetryBuilder {
     detection_root: std::path::PathBuf,
     /// Whether `with_writer` replaced stdout (pretty lines are coloured only on stdout).
     custom_writer: bool,
+    skip_unsampled_children: bool,
 }
 
 impl Default for TelemetryBuilder {
@@ -96,6 +97,7 @@ impl Default for TelemetryBuilder {
             views: Vec::new(),
             detection_root: std::path::PathBuf::from("/"),
             custom_writer: false,
+            skip_unsampled_children: false,
         }
     }
 }
@@ -297,6 +299,35 @@ impl TelemetryBuilder {
         self
     }
 
+    /// Opt-in: a span opened while the current OpenTelemetry context holds a valid,
+    /// not-sampled span is not built through `tracing-opentelemetry` at all. With a
+    /// parent-based sampler (the default) such a span would be dropped anyway; skipping it
+    /// saves the bookkeeping the SDK does before it samples, so the child spans of a
+    /// sampled-out request cost little more than the `tracing` span itself. Roots and spans
+    /// under a sampled or remote-only context are built as before.
+    ///
+    /// The limits, which are why this is not the default:
+    ///
+    /// - `OpenTelemetrySpanExt` has no OpenTelemetry span to reach on a skipped span:
+    ///   `context()` answers an empty context, and `set_parent`, `add_link`, `set_attribute`
+    ///   and `set_status` do nothing. Propagation written against `context()` (for example
+    ///   third-party HTTP middleware) then sends no `traceparent`, and the next service starts
+    ///   a trace of its own. This crate's layers and [`crate::propagation::inject_current`]
+    ///   use [`crate::propagation::context_of`], which falls back to the current context, so
+    ///   they still send the not-sampled parent's `traceparent`.
+    /// - The decision sees only the current context, not the span's own parent: a span with
+    ///   an explicit parent (`parent: &other` or `parent: None`) opened inside a not-sampled
+    ///   span is skipped too, even when `other` is sampled.
+    /// - Only right for parent-based samplers. A sampler that can keep a child of a
+    ///   not-sampled parent (for example `OTEL_TRACES_SAMPLER=traceidratio`) would have kept
+    ///   some of what this skips.
+    /// - Log lines inside a skipped span carry the trace id and the span id of its nearest
+    ///   built ancestor.
+    pub fn skip_spans_under_unsampled_parents(mut self) -> Self {
+        self.skip_unsampled_children = true;
+        self
+    }
+
     /// Leaves the panic hook alone. By default a hook logs each panic as one `error` line and
     /// then calls the hook that was installed before.
     pub fn without_panic_hook(mut self) -> Self {
@@ -399,8 +430,16 @@ impl TelemetryBuilder {
             }
             _ => self.writer.clone(),
         };
-        let (subscriber, log_filter) =
-            subscriber(&config, &pipelines, line_writer, logs_open.clone());
+        let admission = SpanAdmission {
+            skip_unsampled_children: self.skip_unsampled_children,
+        };
+        let (subscriber, log_filter) = subscriber(
+            &config,
+            &pipelines,
+            line_writer,
+            logs_open.clone(),
+            admission,
+        );
         let dispatch = subscriber.into();
         Parts {
             config,
@@ -494,6 +533,7 @@ pub(crate) fn subscriber(
     pipelines: &Pipelines,
     writer: Arc<dyn LogWriter>,
     logs_open: Arc<AtomicBool>,
+    admission: SpanAdmission,
 ) -> (impl Subscriber + Send + Sync, LogFilterHandle) {
     // Validated in Config; the fallback only guards against a future mismatch.
     let filter = EnvFilter::builder()
@@ -512,7 +552,7 @@ pub(crate) fn subscriber(
         .with_tracked_inactivity(false)
         .with_threads(false)
         .with_target(false)
-        .with_filter(ExportableSpans);
+        .with_filter(ExportableSpans(admission));
     let log_records = pipelines
         .logger_provider
         .as_ref()
@@ -522,9 +562,16 @@ pub(crate) fn subscriber(
                 !is_internal(target)
             })
         });
+    let skipped_spans =
+        admission
+            .skip_unsampled_children
+            .then_some(crate::propagation::SkippedSpans {
+                skipped: ExportableSpans::skipped_under_unsampled_parent,
+            });
     let subscriber = Registry::default()
         .with(filter)
         .with(spans)
+        .with(skipped_spans)
         .with(current_tracer)
         .with(JsonLayer::new(
             writer,
@@ -561,15 +608,43 @@ pub(crate) fn is_internal(target: &str) -> bool {
     })
 }
 
-/// Spans only (log events go out as log records, not span events), minus internal targets.
-struct ExportableSpans;
-impl<S: Subscriber> Filter<S> for ExportableSpans {
-    fn enabled(&self, meta: &Metadata<'_>, _: &Context<'_, S>) -> bool {
+/// Which spans the OpenTelemetry layer builds, besides the exportable ones.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SpanAdmission {
+    /// See [`TelemetryBuilder::skip_spans_under_unsampled_parents`].
+    pub(crate) skip_unsampled_children: bool,
+}
+
+/// Spans only (log events go out as log records, not span events), minus internal targets,
+/// and, when opted in, minus spans opened under a not-sampled context.
+struct ExportableSpans(SpanAdmission);
+
+impl ExportableSpans {
+    fn exportable(meta: &Metadata<'_>) -> bool {
         meta.is_span() && !is_internal(meta.target())
     }
 
+    /// The spans skipped when opted in, decided from the context they open in.
+    fn skipped_under_unsampled_parent(meta: &Metadata<'_>) -> bool {
+        Self::exportable(meta) && crate::propagation::under_unsampled_parent()
+    }
+}
+
+impl<S: Subscriber> Filter<S> for ExportableSpans {
+    fn enabled(&self, meta: &Metadata<'_>, _: &Context<'_, S>) -> bool {
+        if self.0.skip_unsampled_children {
+            Self::exportable(meta) && !Self::skipped_under_unsampled_parent(meta)
+        } else {
+            Self::exportable(meta)
+        }
+    }
+
     fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> tracing::subscriber::Interest {
-        interest(meta.is_span() && !is_internal(meta.target()))
+        if Self::exportable(meta) && self.0.skip_unsampled_children {
+            // Decided per span, from the context it opens in.
+            return tracing::subscriber::Interest::sometimes();
+        }
+        interest(Self::exportable(meta))
     }
 }
 

@@ -12,7 +12,7 @@ use criterion::measurement::WallTime;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::logs::{LogBatch, LogExporter};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
-use service_telemetry::{LogWriter, ScopedTelemetry, Telemetry};
+use service_telemetry::{LogWriter, ScopedTelemetry, Telemetry, TelemetryBuilder};
 
 /// Accepts every batch at once and counts what it was given: what is measured is the service
 /// side of export, and the count shows whether a variant exported what it claims.
@@ -178,6 +178,15 @@ pub enum Export {
 /// This crate installed for the current thread, lines discarded, exporters that discard.
 /// `env` is read after [`KEEP_UP_ENV`]'s queue sizes, so it can override them.
 pub fn ours(export: Export, env: &'static [(&'static str, &'static str)]) -> ScopedTelemetry {
+    ours_with(export, env, |builder| builder)
+}
+
+/// [`ours`] with builder options of the variant's own.
+pub fn ours_with(
+    export: Export,
+    env: &'static [(&'static str, &'static str)],
+    configure: impl FnOnce(TelemetryBuilder) -> TelemetryBuilder,
+) -> ScopedTelemetry {
     let env_then_queue = move |k: &str| lookup(env)(k).or_else(|| lookup(KEEP_UP_ENV)(k));
     let mut builder = Telemetry::builder()
         .with_writer(Discard)
@@ -189,7 +198,7 @@ pub fn ours(export: Export, env: &'static [(&'static str, &'static str)]) -> Sco
     if matches!(export, Export::TracesAndLogs) {
         builder = builder.with_log_exporter(NoopLogExporter::default());
     }
-    builder.set_default()
+    configure(builder).set_default()
 }
 
 /// The OTel SDK's tracer provider with a batch processor (queue [`KEEP_UP_QUEUE`]) and a

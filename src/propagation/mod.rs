@@ -30,10 +30,12 @@ use crate::config::Propagator;
 mod b3;
 mod random_flag;
 mod tracecontext;
+mod unsampled;
 
 #[cfg(feature = "tonic")]
 pub(crate) use random_flag::current_tracer;
 pub(crate) use random_flag::{CurrentTracer, RandomFlagTracer, mark_random_root};
+pub(crate) use unsampled::{SkippedSpans, under_unsampled_parent};
 
 /// Installs the propagators as the global one (the SDK's default global is a no-op).
 pub(crate) fn install(propagators: &[Propagator]) {
@@ -110,8 +112,31 @@ pub fn inject_context(cx: &Context, headers: &mut HeaderMap) {
 
 /// Writes the current `tracing` span's context into `headers`.
 pub fn inject_current(headers: &mut HeaderMap) {
+    inject_context(&context_of(&tracing::Span::current()), headers);
+}
+
+/// The OpenTelemetry context behind `span`, for propagation. When `tracing-opentelemetry`
+/// built no OpenTelemetry span for it (the span is disabled by the level filter, or skipped
+/// under a not-sampled parent, see
+/// [`TelemetryBuilder::skip_spans_under_unsampled_parents`](crate::TelemetryBuilder::skip_spans_under_unsampled_parents)),
+/// `OpenTelemetrySpanExt::context` answers an empty context, and injecting that would start a
+/// new trace downstream. This answers instead the context a skipped span was opened in (its
+/// nearest built ancestor's), or else the current context, so a not-sampled request still
+/// sends its `traceparent` with the not-sampled flag.
+///
+/// ```
+/// use tracing::Span;
+/// let cx = service_telemetry::propagation::context_of(&Span::current());
+/// # let _ = cx;
+/// ```
+pub fn context_of(span: &tracing::Span) -> Context {
+    use opentelemetry::trace::TraceContextExt as _;
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-    inject_context(&tracing::Span::current().context(), headers);
+    let cx = span.context();
+    if cx.span().span_context().is_valid() {
+        return cx;
+    }
+    unsampled::context_of_skipped(span).unwrap_or_else(Context::current)
 }
 
 #[cfg(feature = "tonic")]
@@ -179,8 +204,10 @@ mod metadata {
             &mut self,
             mut request: tonic::Request<()>,
         ) -> Result<tonic::Request<()>, tonic::Status> {
-            use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-            inject_metadata(&tracing::Span::current().context(), request.metadata_mut());
+            inject_metadata(
+                &super::context_of(&tracing::Span::current()),
+                request.metadata_mut(),
+            );
             Ok(request)
         }
     }

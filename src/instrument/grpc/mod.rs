@@ -682,7 +682,10 @@ where
         let call = start_call(&request, Side::Client, self.target.as_ref());
         let span = lock(&call).span.clone();
         let (mut parts, body) = request.into_parts();
-        crate::propagation::inject_context(&span.context(), &mut parts.headers);
+        crate::propagation::inject_context(
+            &crate::propagation::context_of(&span),
+            &mut parts.headers,
+        );
         let body = tonic::body::Body::new(observe(body, &call, true, false));
         let request = Request::from_parts(parts, body);
         let inner = span.in_scope(|| self.inner.call(request));

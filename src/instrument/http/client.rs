@@ -58,7 +58,7 @@ impl ClientCall {
             error.type = Empty,
             otel.status_code = Empty,
         );
-        crate::propagation::inject_context(&span.context(), headers);
+        crate::propagation::inject_context(&crate::propagation::context_of(&span), headers);
         ClientCall {
             span,
             started: Instant::now(),
