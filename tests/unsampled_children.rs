@@ -177,3 +177,52 @@ fn a_skipped_span_entered_twice_keeps_its_context_until_the_outer_exit() {
     });
     assert!(!current().is_valid(), "still attached after the last exit");
 }
+
+/// The client layer's own span is skipped under a not-sampled request; the call still carries
+/// the request's `traceparent`, not-sampled.
+#[cfg(feature = "tower")]
+#[test]
+fn the_http_client_layer_sends_the_not_sampled_parent_from_a_skipped_client_span() {
+    use std::sync::{Arc, Mutex};
+    use tower::{Layer as _, Service as _, ServiceExt as _};
+
+    let (scoped, spans, _lines) = telemetry(true);
+    let seen = Arc::new(Mutex::new(None::<String>));
+    let recorder = seen.clone();
+    let mut client = service_telemetry::instrument::HttpClientLayer::new().layer(
+        tower::service_fn(move |request: http::Request<String>| {
+            let recorder = recorder.clone();
+            async move {
+                *recorder.lock().expect("lock") = request
+                    .headers()
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+            }
+        }),
+    );
+    let request_span = tracing::info_span!("request");
+    request_span.set_parent(remote(false)).expect("set_parent");
+    let request_ids = request_span.context().span().span_context().clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    request_span.in_scope(|| {
+        let call = http::Request::get("http://127.0.0.1:9/orders")
+            .body(String::new())
+            .expect("request");
+        let response = runtime.block_on(async {
+            client.ready().await.expect("ready");
+            client.call(call).await
+        });
+        assert!(response.is_ok());
+    });
+    assert_eq!(
+        seen.lock().expect("lock").as_deref(),
+        Some(format!("00-{}-{}-00", request_ids.trace_id(), request_ids.span_id()).as_str())
+    );
+    drop(request_span);
+    scoped.telemetry().flush().expect("flush");
+    assert!(spans.get_finished_spans().expect("spans").is_empty());
+}
