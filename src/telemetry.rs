@@ -293,6 +293,10 @@ impl Inner {
     /// exporter stuck on a silent collector must not hold the service.
     fn run_bounded(&self, op: Op, timeout: Duration) -> Result<(), FlushError> {
         let deadline = Instant::now() + timeout;
+        // The deadline is ours: the providers get a later one, only as a backstop. Given the
+        // same bound, one could give up an instant before us and report its timeout as a
+        // plain shutdown error, and the "stopped waiting" warning would not be written.
+        let sdk_bound = timeout.saturating_add(SDK_BACKSTOP);
         let (tx, rx) = mpsc::channel::<(Signal, OTelSdkResult)>();
         let mut pending: Vec<Signal> = Vec::new();
         let mut failures: Vec<FlushError> = Vec::new();
@@ -318,7 +322,7 @@ impl Inner {
             Signal::Traces,
             Box::new(move || match op {
                 Op::Flush => traces.force_flush(),
-                Op::Shutdown => traces.shutdown_with_timeout(timeout),
+                Op::Shutdown => traces.shutdown_with_timeout(sdk_bound),
             }),
         );
         if let Some(metrics) = self.meter_provider.clone() {
@@ -326,7 +330,7 @@ impl Inner {
                 Signal::Metrics,
                 Box::new(move || match op {
                     Op::Flush => metrics.force_flush(),
-                    Op::Shutdown => metrics.shutdown_with_timeout(timeout),
+                    Op::Shutdown => metrics.shutdown_with_timeout(sdk_bound),
                 }),
             );
         }
@@ -341,35 +345,94 @@ impl Inner {
                     }
                     Op::Shutdown => {
                         handoff.iter().for_each(|h| h.stop());
-                        logs.shutdown_with_timeout(timeout)
+                        logs.shutdown_with_timeout(sdk_bound)
                     }
                 }),
             );
         }
         drop(tx);
 
+        // A provider that still gives up on its own has timed out as well.
+        let mut gave_up: Vec<Signal> = Vec::new();
         while !pending.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok((signal, result)) => {
                     pending.retain(|s| *s != signal);
-                    if let Err(e) = result {
-                        if !is_benign(&e) {
-                            failures.push(FlushError::Exporter {
-                                signal,
-                                reason: e.to_string(),
-                            });
+                    match result {
+                        Err(opentelemetry_sdk::error::OTelSdkError::Timeout(_)) => {
+                            gave_up.push(signal);
                         }
+                        Err(e) if !is_benign(&e) => failures.push(FlushError::Exporter {
+                            signal,
+                            reason: e.to_string(),
+                        }),
+                        _ => {}
                     }
                 }
-                Err(_) => return Err(FlushError::TimedOut { timeout, pending }),
+                Err(_) => {
+                    gave_up.append(&mut pending);
+                    break;
+                }
             }
+        }
+        if !gave_up.is_empty() {
+            gave_up.sort_by_key(|s| Signal::ALL.iter().position(|all| all == s));
+            return Err(FlushError::TimedOut {
+                timeout,
+                pending: gave_up,
+            });
         }
         failures.into_iter().next().map_or(Ok(()), Err)
     }
 }
 
+/// How much longer than the crate's own deadline the providers are given to shut down.
+const SDK_BACKSTOP: Duration = Duration::from_secs(1);
+
 /// A provider with nothing to do (no exporter configured, or already shut down) is not a failure.
 fn is_benign(e: &opentelemetry_sdk::error::OTelSdkError) -> bool {
     matches!(e, opentelemetry_sdk::error::OTelSdkError::AlreadyShutdown)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use opentelemetry_sdk::error::OTelSdkResult;
+    use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+
+    use crate::{FlushError, Signal};
+
+    /// A collector that accepts and never answers.
+    #[derive(Debug)]
+    struct Hangs;
+
+    impl SpanExporter for Hangs {
+        async fn export(&self, _: Vec<SpanData>) -> OTelSdkResult {
+            std::future::pending().await
+        }
+    }
+
+    #[test]
+    fn a_shutdown_that_runs_out_of_time_says_so_and_names_the_signal() {
+        let scoped = crate::Telemetry::builder()
+            .env_lookup(|_| None)
+            .with_writer(crate::MemoryWriter::new())
+            .with_span_exporter(Hangs)
+            .without_panic_hook()
+            .set_default();
+        tracing::info_span!("last request").in_scope(|| {});
+        let started = Instant::now();
+        let result = scoped.telemetry().shutdown(Duration::from_millis(300));
+        let took = started.elapsed();
+        match result {
+            Err(FlushError::TimedOut { pending, timeout }) => {
+                assert_eq!(pending, [Signal::Traces]);
+                assert_eq!(timeout, Duration::from_millis(300));
+            }
+            other => panic!("expected a timeout naming traces, got {other:?}"),
+        }
+        assert!(took < Duration::from_secs(1), "took {took:?}");
+    }
 }
