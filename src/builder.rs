@@ -541,9 +541,15 @@ pub(crate) fn subscriber(
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let filter = crate::logs::LiveFilter::new(filter, &config.log_filter);
     let log_filter = filter.clone();
-    let tracer = crate::propagation::RandomFlagTracer::new(
-        pipelines.tracer_provider.tracer("service-telemetry"),
-    );
+    let sdk_tracer = pipelines.tracer_provider.tracer("service-telemetry");
+    let tracer = if pipelines.traces_exported {
+        crate::propagation::RandomFlagTracer::new(sdk_tracer)
+    } else {
+        crate::propagation::RandomFlagTracer::minting(
+            sdk_tracer,
+            crate::export::sdk_sampler(config.sampler),
+        )
+    };
     // A bare `target` attribute is no registry name (semconv v1.44.0 `code.*` registry); the
     // location's `code.module.name` is dropped from exported spans by the admission check.
     let current_tracer = crate::propagation::CurrentTracer(tracer.clone());

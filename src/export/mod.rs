@@ -119,6 +119,9 @@ pub(crate) struct Pipelines {
     pub(crate) runtime: Option<Runtime>,
     /// One per OTLP or custom pipeline that was built.
     pub(crate) ledgers: Vec<Arc<Ledger>>,
+    /// Whether spans go to any exporter (OTLP, console or one supplied in code); when not,
+    /// spans only mint the contexts of log lines and propagation.
+    pub(crate) traces_exported: bool,
     /// Which signals go to an exporter supplied in code.
     pub(crate) custom_traces: bool,
     pub(crate) custom_logs: bool,
@@ -161,6 +164,7 @@ pub(crate) fn build(
         closing: &closing,
     };
 
+    let traces_exported = custom.spans.is_some() || config.exports(Signal::Traces);
     let mut traces = SdkTracerProvider::builder()
         .with_sampler(sdk_sampler(config.sampler))
         .with_resource(resource.clone());
@@ -297,6 +301,7 @@ pub(crate) fn build(
         log_handoff,
         runtime,
         ledgers,
+        traces_exported,
         custom_traces,
         custom_logs,
         closing,
@@ -333,7 +338,7 @@ fn export_runtime() -> std::io::Result<Runtime> {
         .build()
 }
 
-fn sdk_sampler(sampler: Sampler) -> opentelemetry_sdk::trace::Sampler {
+pub(crate) fn sdk_sampler(sampler: Sampler) -> opentelemetry_sdk::trace::Sampler {
     use opentelemetry_sdk::trace::Sampler as S;
     match sampler {
         Sampler::AlwaysOn => S::AlwaysOn,

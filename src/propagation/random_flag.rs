@@ -11,24 +11,85 @@
 //! [`mark_random_root`] (the recorded span keeps the SDK's own context).
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use opentelemetry::trace::{
-    Span as _, SpanBuilder, SpanContext, Status, TraceContextExt as _, TraceFlags, Tracer,
+    Span as _, SpanBuilder, SpanContext, SpanKind, Status, TraceContextExt as _, TraceFlags, Tracer,
 };
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_sdk::trace::{SdkTracer, SpanData};
+use opentelemetry_sdk::trace::{
+    IdGenerator as _, RandomIdGenerator, Sampler, SamplingDecision, SdkTracer, ShouldSample as _,
+    SpanData,
+};
 
 /// Bit 1 of `trace-flags` (Level 2).
 pub(crate) const RANDOM: u8 = 0x02;
 
 /// The SDK's tracer, with the `random` flag set on the span contexts it hands out.
 #[derive(Clone, Debug)]
-pub(crate) struct RandomFlagTracer(SdkTracer);
+pub(crate) struct RandomFlagTracer {
+    sdk: SdkTracer,
+    /// Set when nothing exports spans: contexts are minted here and no SDK span is built.
+    mint: Option<Arc<Minter>>,
+}
+
+/// What the SDK's tracer decides for a span's context (ids, sampler, flags), without the
+/// recording span nobody would export.
+#[derive(Debug)]
+struct Minter {
+    sampler: Sampler,
+    ids: RandomIdGenerator,
+}
 
 impl RandomFlagTracer {
     pub(crate) fn new(tracer: SdkTracer) -> Self {
-        RandomFlagTracer(tracer)
+        RandomFlagTracer {
+            sdk: tracer,
+            mint: None,
+        }
+    }
+
+    /// Export is off: the spans only give log lines and propagation their context, so the
+    /// context is made as the SDK would make it (`sampler` is the provider's) and nothing
+    /// else is built.
+    pub(crate) fn minting(tracer: SdkTracer, sampler: Sampler) -> Self {
+        RandomFlagTracer {
+            sdk: tracer,
+            mint: Some(Arc::new(Minter {
+                sampler,
+                ids: RandomIdGenerator::default(),
+            })),
+        }
+    }
+}
+
+impl Minter {
+    /// The SDK tracer's `build_with_context` (0.33) up to the sampling decision: the same ids,
+    /// the parent's trace id when it has a valid one, and the same flags for each decision.
+    fn span_context(&self, builder: &SpanBuilder, parent_cx: &Context) -> SpanContext {
+        if parent_cx.is_telemetry_suppressed() {
+            return SpanContext::empty_context();
+        }
+        let parent = parent_cx.span();
+        let parent = Some(parent.span_context()).filter(|sc| sc.is_valid());
+        let span_id = self.ids.new_span_id();
+        let trace_id = parent.map_or_else(|| self.ids.new_trace_id(), |sc| sc.trace_id());
+        let parent_flags = parent.map_or_else(TraceFlags::default, |sc| sc.trace_flags());
+        let result = self.sampler.should_sample(
+            Some(parent_cx),
+            trace_id,
+            &builder.name,
+            builder.span_kind.as_ref().unwrap_or(&SpanKind::Internal),
+            builder.attributes.as_deref().unwrap_or(&[]),
+            builder.links.as_deref().unwrap_or(&[]),
+        );
+        let flags = match result.decision {
+            SamplingDecision::RecordAndSample => parent_flags.with_sampled(true),
+            SamplingDecision::RecordOnly => parent_flags.with_sampled(false),
+            SamplingDecision::Drop => TraceFlags::default(),
+        };
+        SpanContext::new(trace_id, span_id, flags, false, result.trace_state)
     }
 }
 
@@ -50,11 +111,13 @@ pub(crate) fn current_tracer() -> Option<RandomFlagTracer> {
     })
 }
 
-/// An SDK span whose visible context may carry the flags the SDK did not set.
+/// An SDK span whose visible context may carry the flags the SDK did not set, or only a
+/// minted context when export is off.
 #[derive(Debug)]
 pub(crate) struct RandomFlagSpan {
-    inner: opentelemetry_sdk::trace::Span,
-    /// `Some` only when the flags differ from the SDK's own.
+    /// `None` when minted: nothing is recorded.
+    inner: Option<opentelemetry_sdk::trace::Span>,
+    /// `Some` when the flags differ from the SDK's own, and always when minted.
     context: Option<SpanContext>,
 }
 
@@ -69,9 +132,20 @@ impl Tracer for RandomFlagTracer {
         } else {
             true
         };
-        let inner = self.0.build_with_context(builder, parent_cx);
+        if let Some(mint) = &self.mint {
+            let minted = mint.span_context(&builder, parent_cx);
+            let context = with_flags(&minted, random).unwrap_or(minted);
+            return RandomFlagSpan {
+                inner: None,
+                context: Some(context),
+            };
+        }
+        let inner = self.sdk.build_with_context(builder, parent_cx);
         let context = with_flags(inner.span_context(), random);
-        RandomFlagSpan { inner, context }
+        RandomFlagSpan {
+            inner: Some(inner),
+            context,
+        }
     }
 }
 
@@ -114,45 +188,62 @@ impl opentelemetry::trace::Span for RandomFlagSpan {
     ) where
         T: Into<Cow<'static, str>>,
     {
-        self.inner
-            .add_event_with_timestamp(name, timestamp, attributes);
+        if let Some(inner) = &mut self.inner {
+            inner.add_event_with_timestamp(name, timestamp, attributes);
+        }
     }
 
     fn span_context(&self) -> &SpanContext {
-        self.context
-            .as_ref()
-            .unwrap_or_else(|| self.inner.span_context())
+        match (&self.context, &self.inner) {
+            (Some(context), _) => context,
+            (None, Some(inner)) => inner.span_context(),
+            (None, None) => const { &SpanContext::NONE },
+        }
     }
 
     fn is_recording(&self) -> bool {
-        self.inner.is_recording()
+        self.inner
+            .as_ref()
+            .is_some_and(|inner| inner.is_recording())
     }
 
     fn set_attribute(&mut self, attribute: KeyValue) {
-        self.inner.set_attribute(attribute);
+        if let Some(inner) = &mut self.inner {
+            inner.set_attribute(attribute);
+        }
     }
 
     fn set_attributes(&mut self, attributes: impl IntoIterator<Item = KeyValue>) {
-        self.inner.set_attributes(attributes);
+        if let Some(inner) = &mut self.inner {
+            inner.set_attributes(attributes);
+        }
     }
 
     fn set_status(&mut self, status: Status) {
-        self.inner.set_status(status);
+        if let Some(inner) = &mut self.inner {
+            inner.set_status(status);
+        }
     }
 
     fn update_name<T>(&mut self, new_name: T)
     where
         T: Into<Cow<'static, str>>,
     {
-        self.inner.update_name(new_name);
+        if let Some(inner) = &mut self.inner {
+            inner.update_name(new_name);
+        }
     }
 
     fn add_link(&mut self, span_context: SpanContext, attributes: Vec<KeyValue>) {
-        self.inner.add_link(span_context, attributes);
+        if let Some(inner) = &mut self.inner {
+            inner.add_link(span_context, attributes);
+        }
     }
 
     fn end_with_timestamp(&mut self, timestamp: SystemTime) {
-        self.inner.end_with_timestamp(timestamp);
+        if let Some(inner) = &mut self.inner {
+            inner.end_with_timestamp(timestamp);
+        }
     }
 }
 
@@ -184,6 +275,69 @@ mod tests {
 
     fn flags_of(span: &RandomFlagSpan) -> u8 {
         span.span_context().trace_flags().to_u8()
+    }
+
+    /// The contexts export-off mints are the ones the SDK's tracer hands out, ids apart:
+    /// validity, trace id inheritance, flags for every decision, trace state, and none when
+    /// telemetry is suppressed.
+    #[test]
+    fn minted_contexts_are_the_ones_the_sdk_would_hand_out() {
+        use opentelemetry::trace::TraceState;
+        let samplers = || {
+            [
+                Sampler::AlwaysOn,
+                Sampler::AlwaysOff,
+                Sampler::TraceIdRatioBased(0.5),
+                Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+                Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+                Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(0.5))),
+            ]
+        };
+        let with_state = |flags: u8| {
+            Context::new().with_remote_span_context(SpanContext::new(
+                TraceId::from(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736),
+                SpanId::from(0x00f0_67aa_0ba9_02b7),
+                TraceFlags::new(flags),
+                true,
+                TraceState::from_key_value([("vendor", "x")]).expect("state"),
+            ))
+        };
+        let parents = [
+            Context::new(),
+            remote(0x00),
+            remote(0x01),
+            remote(0x02),
+            remote(0x03),
+            with_state(0x01),
+            Context::new().with_remote_span_context(SpanContext::empty_context()),
+            remote(0x01).with_telemetry_suppressed(),
+        ];
+        for (sdk_sampler, mint_sampler) in samplers().into_iter().zip(samplers()) {
+            let label = format!("{sdk_sampler:?}");
+            let (sdk, _) = tracer(sdk_sampler);
+            let minting = RandomFlagTracer::minting(sdk.sdk.clone(), mint_sampler);
+            for parent in &parents {
+                let built = sdk.build_with_context(SpanBuilder::from_name("s"), parent);
+                let minted = minting.build_with_context(SpanBuilder::from_name("s"), parent);
+                let (b, m) = (built.span_context(), minted.span_context());
+                assert_eq!(b.is_valid(), m.is_valid(), "{label} {parent:?}");
+                assert!(!minted.is_recording());
+                if !b.is_valid() {
+                    continue;
+                }
+                let parent_sc = parent.span().span_context().clone();
+                if parent_sc.is_valid() {
+                    assert_eq!(m.trace_id(), parent_sc.trace_id(), "{label}");
+                    assert_eq!(b.trace_flags(), m.trace_flags(), "{label} {parent_sc:?}");
+                } else {
+                    // Roots: the ratio decides on the new trace id, so compare the random bit.
+                    assert_eq!(m.trace_flags().to_u8() & RANDOM, RANDOM, "{label}");
+                }
+                assert_ne!(m.span_id(), parent_sc.span_id());
+                assert_eq!(b.trace_state(), m.trace_state(), "{label}");
+                assert!(!m.is_remote());
+            }
+        }
     }
 
     #[test]
