@@ -8,7 +8,8 @@
 //! bridge, the propagators and every child see carries the flag as the specification says.
 //! The SDK's `RandomIdGenerator` draws all 16 bytes at random, and the crate installs no other
 //! generator, so every local root qualifies. The exported copy of a root gets the flag in
-//! [`mark_random_root`] (the recorded span keeps the SDK's own context).
+//! [`mark_random_root`] (the recorded span keeps the SDK's own context). With export off it
+//! builds no SDK span at all and mints the context as the SDK would ([`RandomFlagTracer::minting`]).
 
 use std::borrow::Cow;
 use std::sync::Arc;
