@@ -139,14 +139,25 @@ fn is_sensitive(name: &str) -> bool {
 /// `url.query`: the query with the values of sensitive parameters replaced by `REDACTED`, keys
 /// and order kept (`color=blue&sig=REDACTED`).
 pub(crate) fn redact_query(query: &str) -> String {
-    query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((key, _)) if is_sensitive(key) => format!("{key}=REDACTED"),
-            _ => pair.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join("&")
+    let mut out = String::with_capacity(query.len());
+    push_redacted_query(&mut out, query);
+    out
+}
+
+/// [`redact_query`] appended to `out`: one buffer for a whole `url.full`, no piece allocated.
+fn push_redacted_query(out: &mut String, query: &str) {
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        match pair.split_once('=') {
+            Some((key, _)) if is_sensitive(key) => {
+                out.push_str(key);
+                out.push_str("=REDACTED");
+            }
+            _ => out.push_str(pair),
+        }
+    }
 }
 
 /// `url.full` (http-spans.md): `scheme://host[:port]path[?query]`, with user info replaced by
@@ -155,17 +166,27 @@ pub(crate) fn redact_query(query: &str) -> String {
 pub(crate) fn url_full(uri: &http::Uri) -> String {
     let scheme = uri.scheme_str().unwrap_or("http");
     let host = uri.host().unwrap_or("");
-    let credentials = if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-        "REDACTED:REDACTED@"
-    } else {
-        ""
-    };
-    let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
-    let query = uri
-        .query()
-        .map(|q| format!("?{}", redact_query(q)))
-        .unwrap_or_default();
-    format!("{scheme}://{credentials}{host}{port}{}{query}", uri.path())
+    let path = uri.path();
+    let query = uri.query();
+    let mut out = String::with_capacity(
+        scheme.len() + host.len() + path.len() + query.map_or(0, str::len) + 32,
+    );
+    out.push_str(scheme);
+    out.push_str("://");
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        out.push_str("REDACTED:REDACTED@");
+    }
+    out.push_str(host);
+    if let Some(port) = uri.port_u16() {
+        out.push(':');
+        out.push_str(itoa::Buffer::new().format(port));
+    }
+    out.push_str(path);
+    if let Some(query) = query {
+        out.push('?');
+        push_redacted_query(&mut out, query);
+    }
+    out
 }
 
 /// `network.peer.address` / `.port` of a server request: the socket address the server put in

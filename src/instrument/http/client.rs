@@ -42,6 +42,8 @@ impl ClientCall {
             _ => None,
         });
         let version = semconv::protocol_version(version);
+        // Recorded as text: through `%` both layers would format it again.
+        let full_url = semconv::url_full(uri);
         let span = tracing::info_span!(
             target: TARGET,
             "HTTP client request",
@@ -50,7 +52,7 @@ impl ClientCall {
             http.request.method = attr_method,
             server.address = address.as_str(),
             server.port = port.map(i64::from),
-            url.full = %semconv::url_full(uri),
+            url.full = full_url.as_str(),
             http.request.method_original =
                 (attr_method == "_OTHER").then(|| method.as_str()),
             network.protocol.version = version,
