@@ -43,6 +43,39 @@ fn remote(sampled: bool) -> opentelemetry::Context {
     ))
 }
 
+/// The `traceparent` header for `ids` with the given flags.
+fn traceparent(ids: &SpanContext, flags: &str) -> String {
+    format!("00-{}-{}-{flags}", ids.trace_id(), ids.span_id())
+}
+
+/// The span context `OpenTelemetrySpanExt::context` answers for a span.
+trait Ids {
+    fn ids(&self) -> SpanContext;
+}
+
+impl Ids for tracing::Span {
+    fn ids(&self) -> SpanContext {
+        self.context().span().span_context().clone()
+    }
+}
+
+/// A `request` span whose parent is the remote context `parent`, and its ids.
+fn request_under(parent: opentelemetry::Context) -> (tracing::Span, SpanContext) {
+    let request = tracing::info_span!("request");
+    request.set_parent(parent).expect("set_parent");
+    let ids = request.ids();
+    (request, ids)
+}
+
+/// A root `request` (not sampled under `telemetry`'s sampler), its ids, and a `db.query`
+/// child opened inside it.
+fn request_and_child() -> (tracing::Span, SpanContext, tracing::Span) {
+    let request = tracing::info_span!("request");
+    let request_ids = request.ids();
+    let child = request.in_scope(|| tracing::info_span!("db.query"));
+    (request, request_ids, child)
+}
+
 fn traceparent_inside(span: &tracing::Span) -> String {
     let mut headers = HeaderMap::new();
     span.in_scope(|| inject_current(&mut headers));
@@ -70,10 +103,7 @@ fn children_of_a_not_sampled_request_are_skipped_and_still_propagate_its_context
     let fallback = context_of(&child);
     assert_eq!(fallback.span().span_context(), &request_ids);
     let sent = traceparent_inside(&child);
-    assert_eq!(
-        sent,
-        format!("00-{}-{}-00", request_ids.trace_id(), request_ids.span_id())
-    );
+    assert_eq!(sent, traceparent(&request_ids, "00"));
     // Entered on a thread where its parent never was, as a spawned task instrumented with it.
     let sent_elsewhere = std::thread::scope(|s| {
         s.spawn(|| traceparent_inside(&child))
@@ -99,33 +129,23 @@ fn children_of_a_not_sampled_request_are_skipped_and_still_propagate_its_context
 #[test]
 fn without_the_opt_in_children_of_a_not_sampled_request_are_built() {
     let (_scoped, _spans, _lines) = telemetry(false);
-    let request = tracing::info_span!("request");
-    let request_ids = request.context().span().span_context().clone();
-    let child = request.in_scope(|| tracing::info_span!("db.query"));
-    let child_ids = child.context().span().span_context().clone();
+    let (_request, request_ids, child) = request_and_child();
+    let child_ids = child.ids();
     assert!(child_ids.is_valid() && !child_ids.is_sampled());
     assert_eq!(child_ids.trace_id(), request_ids.trace_id());
     assert_ne!(child_ids.span_id(), request_ids.span_id());
-    assert_eq!(
-        traceparent_inside(&child),
-        format!("00-{}-{}-00", child_ids.trace_id(), child_ids.span_id())
-    );
+    assert_eq!(traceparent_inside(&child), traceparent(&child_ids, "00"));
 }
 
 #[test]
 fn children_of_a_sampled_request_are_exported_as_before() {
     let (scoped, spans, _lines) = telemetry(true);
-    let request = tracing::info_span!("request");
-    request.set_parent(remote(true)).expect("set_parent");
-    let request_ids = request.context().span().span_context().clone();
+    let (request, request_ids) = request_under(remote(true));
     assert!(request_ids.is_sampled());
     let child = request.in_scope(|| tracing::info_span!("db.query"));
-    let child_ids = child.context().span().span_context().clone();
+    let child_ids = child.ids();
     assert!(child_ids.is_sampled());
-    assert_eq!(
-        traceparent_inside(&child),
-        format!("00-{}-{}-01", child_ids.trace_id(), child_ids.span_id())
-    );
+    assert_eq!(traceparent_inside(&child), traceparent(&child_ids, "01"));
     drop((child, request));
     scoped.telemetry().flush().expect("flush");
 
@@ -141,9 +161,7 @@ fn children_of_a_sampled_request_are_exported_as_before() {
 #[test]
 fn a_request_with_a_not_sampled_remote_parent_is_built_and_its_children_skipped() {
     let (scoped, spans, _lines) = telemetry(true);
-    let request = tracing::info_span!("request");
-    request.set_parent(remote(false)).expect("set_parent");
-    let request_ids = request.context().span().span_context().clone();
+    let (request, request_ids) = request_under(remote(false));
     assert!(request_ids.is_valid() && !request_ids.is_sampled());
     assert_eq!(
         request_ids.trace_id(),
@@ -151,10 +169,7 @@ fn a_request_with_a_not_sampled_remote_parent_is_built_and_its_children_skipped(
     );
     let child = request.in_scope(|| tracing::info_span!("http.client"));
     assert!(!child.context().span().span_context().is_valid());
-    assert_eq!(
-        traceparent_inside(&child),
-        format!("00-{}-{}-00", request_ids.trace_id(), request_ids.span_id())
-    );
+    assert_eq!(traceparent_inside(&child), traceparent(&request_ids, "00"));
     drop((child, request));
     scoped.telemetry().flush().expect("flush");
     assert!(spans.get_finished_spans().expect("spans").is_empty());
@@ -163,9 +178,7 @@ fn a_request_with_a_not_sampled_remote_parent_is_built_and_its_children_skipped(
 #[test]
 fn a_skipped_span_entered_twice_keeps_its_context_until_the_outer_exit() {
     let (_scoped, _spans, _lines) = telemetry(true);
-    let request = tracing::info_span!("request");
-    let request_ids = request.context().span().span_context().clone();
-    let child = request.in_scope(|| tracing::info_span!("db.query"));
+    let (_request, request_ids, child) = request_and_child();
     let current = || opentelemetry::Context::map_current(|cx| cx.span().span_context().clone());
     child.in_scope(|| {
         child.in_scope(|| assert_eq!(current(), request_ids));
@@ -202,9 +215,7 @@ fn the_http_client_layer_sends_the_not_sampled_parent_from_a_skipped_client_span
             }
         }),
     );
-    let request_span = tracing::info_span!("request");
-    request_span.set_parent(remote(false)).expect("set_parent");
-    let request_ids = request_span.context().span().span_context().clone();
+    let (request_span, request_ids) = request_under(remote(false));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
@@ -220,7 +231,7 @@ fn the_http_client_layer_sends_the_not_sampled_parent_from_a_skipped_client_span
     });
     assert_eq!(
         seen.lock().expect("lock").as_deref(),
-        Some(format!("00-{}-{}-00", request_ids.trace_id(), request_ids.span_id()).as_str())
+        Some(traceparent(&request_ids, "00").as_str())
     );
     drop(request_span);
     scoped.telemetry().flush().expect("flush");
