@@ -541,14 +541,12 @@ pub(crate) fn subscriber(
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let filter = crate::logs::LiveFilter::new(filter, &config.log_filter);
     let log_filter = filter.clone();
-    let sdk_tracer = pipelines.tracer_provider.tracer("service-telemetry");
     let tracer = if pipelines.traces_exported {
-        crate::propagation::RandomFlagTracer::new(sdk_tracer)
-    } else {
-        crate::propagation::RandomFlagTracer::minting(
-            sdk_tracer,
-            crate::export::sdk_sampler(config.sampler),
+        crate::propagation::RandomFlagTracer::new(
+            pipelines.tracer_provider.tracer("service-telemetry"),
         )
+    } else {
+        crate::propagation::RandomFlagTracer::minting(crate::export::sdk_sampler(config.sampler))
     };
     // A bare `target` attribute is no registry name (semconv v1.44.0 `code.*` registry); the
     // location's `code.module.name` is dropped from exported spans by the admission check.
@@ -615,7 +613,7 @@ pub(crate) fn is_internal(target: &str) -> bool {
 }
 
 /// Which spans the OpenTelemetry layer builds, besides the exportable ones.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct SpanAdmission {
     /// See [`TelemetryBuilder::skip_spans_under_unsampled_parents`].
     pub(crate) skip_unsampled_children: bool,
@@ -638,19 +636,17 @@ impl ExportableSpans {
 
 impl<S: Subscriber> Filter<S> for ExportableSpans {
     fn enabled(&self, meta: &Metadata<'_>, _: &Context<'_, S>) -> bool {
-        if self.0.skip_unsampled_children {
-            Self::exportable(meta) && !Self::skipped_under_unsampled_parent(meta)
-        } else {
-            Self::exportable(meta)
-        }
+        Self::exportable(meta)
+            && !(self.0.skip_unsampled_children && crate::propagation::under_unsampled_parent())
     }
 
     fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> tracing::subscriber::Interest {
-        if Self::exportable(meta) && self.0.skip_unsampled_children {
+        let exportable = Self::exportable(meta);
+        if exportable && self.0.skip_unsampled_children {
             // Decided per span, from the context it opens in.
             return tracing::subscriber::Interest::sometimes();
         }
-        interest(Self::exportable(meta))
+        interest(exportable)
     }
 }
 

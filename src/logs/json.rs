@@ -132,11 +132,7 @@ where
         // Sized once for typical fields: growing from empty cost several reallocations, a
         // quarter of a span's life when nothing else is exported.
         let fields = attrs.metadata().fields().len();
-        let mut rendered = String::with_capacity(if fields == 0 {
-            0
-        } else {
-            (fields * 32).min(512)
-        });
+        let mut rendered = String::with_capacity((fields * 32).min(512));
         attrs.record(&mut FieldWriter::for_span(&mut rendered, self.value_limit));
         span.extensions_mut().insert(SpanFields {
             rendered,

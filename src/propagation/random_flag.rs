@@ -29,10 +29,14 @@ pub(crate) const RANDOM: u8 = 0x02;
 
 /// The SDK's tracer, with the `random` flag set on the span contexts it hands out.
 #[derive(Clone, Debug)]
-pub(crate) struct RandomFlagTracer {
-    sdk: SdkTracer,
-    /// Set when nothing exports spans: contexts are minted here and no SDK span is built.
-    mint: Option<Arc<Minter>>,
+pub(crate) struct RandomFlagTracer(Source);
+
+#[derive(Clone, Debug)]
+enum Source {
+    /// Spans are exported: the SDK builds them.
+    Sdk(SdkTracer),
+    /// Nothing exports spans: contexts are minted and no SDK span is built.
+    Mint(Arc<Minter>),
 }
 
 /// What the SDK's tracer decides for a span's context (ids, sampler, flags), without the
@@ -45,23 +49,17 @@ struct Minter {
 
 impl RandomFlagTracer {
     pub(crate) fn new(tracer: SdkTracer) -> Self {
-        RandomFlagTracer {
-            sdk: tracer,
-            mint: None,
-        }
+        RandomFlagTracer(Source::Sdk(tracer))
     }
 
     /// Export is off: the spans only give log lines and propagation their context, so the
     /// context is made as the SDK would make it (`sampler` is the provider's) and nothing
     /// else is built.
-    pub(crate) fn minting(tracer: SdkTracer, sampler: Sampler) -> Self {
-        RandomFlagTracer {
-            sdk: tracer,
-            mint: Some(Arc::new(Minter {
-                sampler,
-                ids: RandomIdGenerator::default(),
-            })),
-        }
+    pub(crate) fn minting(sampler: Sampler) -> Self {
+        RandomFlagTracer(Source::Mint(Arc::new(Minter {
+            sampler,
+            ids: RandomIdGenerator::default(),
+        })))
     }
 }
 
@@ -115,11 +113,26 @@ pub(crate) fn current_tracer() -> Option<RandomFlagTracer> {
 /// An SDK span whose visible context may carry the flags the SDK did not set, or only a
 /// minted context when export is off.
 #[derive(Debug)]
-pub(crate) struct RandomFlagSpan {
-    /// `None` when minted: nothing is recorded.
-    inner: Option<opentelemetry_sdk::trace::Span>,
-    /// `Some` when the flags differ from the SDK's own, and always when minted.
-    context: Option<SpanContext>,
+// Boxing the SDK span would cost an allocation per exported span; a minted one taking the
+// SDK span's size costs nothing it did not before.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum RandomFlagSpan {
+    Sdk {
+        inner: opentelemetry_sdk::trace::Span,
+        /// `Some` only when the flags differ from the SDK's own.
+        context: Option<SpanContext>,
+    },
+    /// Nothing is recorded.
+    Minted(SpanContext),
+}
+
+impl RandomFlagSpan {
+    fn recorded(&mut self) -> Option<&mut opentelemetry_sdk::trace::Span> {
+        match self {
+            RandomFlagSpan::Sdk { inner, .. } => Some(inner),
+            RandomFlagSpan::Minted(_) => None,
+        }
+    }
 }
 
 impl Tracer for RandomFlagTracer {
@@ -133,19 +146,16 @@ impl Tracer for RandomFlagTracer {
         } else {
             true
         };
-        if let Some(mint) = &self.mint {
-            let minted = mint.span_context(&builder, parent_cx);
-            let context = with_flags(&minted, random).unwrap_or(minted);
-            return RandomFlagSpan {
-                inner: None,
-                context: Some(context),
-            };
-        }
-        let inner = self.sdk.build_with_context(builder, parent_cx);
-        let context = with_flags(inner.span_context(), random);
-        RandomFlagSpan {
-            inner: Some(inner),
-            context,
+        match &self.0 {
+            Source::Mint(mint) => {
+                let minted = mint.span_context(&builder, parent_cx);
+                RandomFlagSpan::Minted(with_flags(&minted, random).unwrap_or(minted))
+            }
+            Source::Sdk(sdk) => {
+                let inner = sdk.build_with_context(builder, parent_cx);
+                let context = with_flags(inner.span_context(), random);
+                RandomFlagSpan::Sdk { inner, context }
+            }
         }
     }
 }
@@ -189,39 +199,43 @@ impl opentelemetry::trace::Span for RandomFlagSpan {
     ) where
         T: Into<Cow<'static, str>>,
     {
-        if let Some(inner) = &mut self.inner {
+        if let Some(inner) = self.recorded() {
             inner.add_event_with_timestamp(name, timestamp, attributes);
         }
     }
 
     fn span_context(&self) -> &SpanContext {
-        match (&self.context, &self.inner) {
-            (Some(context), _) => context,
-            (None, Some(inner)) => inner.span_context(),
-            (None, None) => const { &SpanContext::NONE },
+        match self {
+            RandomFlagSpan::Sdk {
+                context: Some(context),
+                ..
+            }
+            | RandomFlagSpan::Minted(context) => context,
+            RandomFlagSpan::Sdk { inner, .. } => inner.span_context(),
         }
     }
 
     fn is_recording(&self) -> bool {
-        self.inner
-            .as_ref()
-            .is_some_and(|inner| inner.is_recording())
+        match self {
+            RandomFlagSpan::Sdk { inner, .. } => inner.is_recording(),
+            RandomFlagSpan::Minted(_) => false,
+        }
     }
 
     fn set_attribute(&mut self, attribute: KeyValue) {
-        if let Some(inner) = &mut self.inner {
+        if let Some(inner) = self.recorded() {
             inner.set_attribute(attribute);
         }
     }
 
     fn set_attributes(&mut self, attributes: impl IntoIterator<Item = KeyValue>) {
-        if let Some(inner) = &mut self.inner {
+        if let Some(inner) = self.recorded() {
             inner.set_attributes(attributes);
         }
     }
 
     fn set_status(&mut self, status: Status) {
-        if let Some(inner) = &mut self.inner {
+        if let Some(inner) = self.recorded() {
             inner.set_status(status);
         }
     }
@@ -230,19 +244,19 @@ impl opentelemetry::trace::Span for RandomFlagSpan {
     where
         T: Into<Cow<'static, str>>,
     {
-        if let Some(inner) = &mut self.inner {
+        if let Some(inner) = self.recorded() {
             inner.update_name(new_name);
         }
     }
 
     fn add_link(&mut self, span_context: SpanContext, attributes: Vec<KeyValue>) {
-        if let Some(inner) = &mut self.inner {
+        if let Some(inner) = self.recorded() {
             inner.add_link(span_context, attributes);
         }
     }
 
     fn end_with_timestamp(&mut self, timestamp: SystemTime) {
-        if let Some(inner) = &mut self.inner {
+        if let Some(inner) = self.recorded() {
             inner.end_with_timestamp(timestamp);
         }
     }
@@ -316,7 +330,7 @@ mod tests {
         for (sdk_sampler, mint_sampler) in samplers().into_iter().zip(samplers()) {
             let label = format!("{sdk_sampler:?}");
             let (sdk, _) = tracer(sdk_sampler);
-            let minting = RandomFlagTracer::minting(sdk.sdk.clone(), mint_sampler);
+            let minting = RandomFlagTracer::minting(mint_sampler);
             for parent in &parents {
                 let built = sdk.build_with_context(SpanBuilder::from_name("s"), parent);
                 let minted = minting.build_with_context(SpanBuilder::from_name("s"), parent);
