@@ -43,10 +43,17 @@ impl Echo for Echoer {
             tokio::time::sleep(Duration::from_millis(u64::from(first.delay_ms))).await;
         }
         let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let first_waited = first.is_some();
         tokio::spawn(async move {
             let rest = async_stream_of(first, inbound);
             tokio::pin!(rest);
+            let mut waited = first_waited;
             while let Some(message) = rest.next().await {
+                // A later message with a delay holds the response open that long, even after
+                // the client closes its side, so a client's reset always finds it unfinished.
+                if !std::mem::take(&mut waited) && message.delay_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(u64::from(message.delay_ms))).await;
+                }
                 if message.fail {
                     let _ = tx.send(Err(tonic::Status::internal("asked to fail"))).await;
                     return;
@@ -228,6 +235,13 @@ fn bidirectional_streams_are_one_span_per_side_with_a_span_per_message_and_the_r
                 replies.next().await.expect("one").expect("reply").text,
                 "first"
             );
+            // The server holds its response open on this one, so the client's reset (sent
+            // once its request side closes below) cannot lose a race with the server's end.
+            let held = Message {
+                delay_ms: 60_000,
+                ..text("held")
+            };
+            tx.send(held).await.expect("send");
             drop(replies);
             drop(tx);
         }

@@ -13,7 +13,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{HeaderMap, Request, Response};
 use http_body::Body;
@@ -61,6 +61,27 @@ fn grpc_status(headers: &HeaderMap) -> Option<i64> {
         .get("grpc-status")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// The call's deadline as a `grpc-timeout` header gives it (PROTOCOL-HTTP2.md: up to eight
+/// digits and a unit of `H`, `M`, `S`, `m`, `u` or `n`); a malformed value is no deadline.
+fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    let unit = value.chars().last()?;
+    let digits = &value[..value.len() - unit.len_utf8()];
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        'H' => Duration::from_secs(amount * 3600),
+        'M' => Duration::from_secs(amount * 60),
+        'S' => Duration::from_secs(amount),
+        'm' => Duration::from_millis(amount),
+        'u' => Duration::from_micros(amount),
+        'n' => Duration::from_nanos(amount),
+        _ => return None,
+    })
 }
 
 /// Status codes that make a server span an error; a client span errs on every non-OK code.
@@ -112,6 +133,8 @@ struct Call {
     span: Span,
     side: Side,
     started: Instant,
+    /// When a client's `grpc-timeout` runs out.
+    deadline: Option<Instant>,
     /// `package.Service/Method` as requested, or the raw path when it names no method.
     requested: String,
     /// (`package.Service`, `Method`), when the path names a method.
@@ -258,6 +281,18 @@ impl Call {
         let code = self
             .status
             .unwrap_or(if complete && error.is_none() { 2 } else { 1 });
+        // A client whose deadline ran out got DEADLINE_EXCEEDED whichever timer won: tonic's
+        // server answers its own expiry with CANCELLED "Timeout expired", its client reports
+        // CANCELLED for both, and which side fires first is a race the caller cannot see.
+        let code = if self.side == Side::Client
+            && code == 1
+            && !cancelled_here
+            && self.deadline.is_some_and(|d| Instant::now() >= d)
+        {
+            4
+        } else {
+            code
+        };
         let status = semconv::grpc_status_name(code);
         // "rpc.method ... MUST be set to `_OTHER`" when the framework does not know the method:
         // a server answering UNIMPLEMENTED, or a path that names none (rpc-spans.md).
@@ -473,10 +508,15 @@ fn start_call<B>(request: &Request<B>, side: Side, target: Option<&ServerTarget>
             let _ = span.set_parent(parent);
         }
     }
+    let started = Instant::now();
+    let deadline = grpc_timeout(request.headers())
+        .filter(|_| side == Side::Client)
+        .and_then(|timeout| started.checked_add(timeout));
     std::sync::Arc::new(std::sync::Mutex::new(Call {
         span,
         side,
-        started: Instant::now(),
+        started,
+        deadline,
         requested,
         parts,
         names,
@@ -911,6 +951,16 @@ mod tests {
         grpc_status: &str,
         target: Option<&str>,
     ) -> opentelemetry_sdk::trace::SpanData {
+        exported_request(server, Request::builder().uri(path), grpc_status, target)
+    }
+
+    /// [`exported_call`] for a request with headers of its own.
+    fn exported_request(
+        server: bool,
+        request: http::request::Builder,
+        grpc_status: &str,
+        target: Option<&str>,
+    ) -> opentelemetry_sdk::trace::SpanData {
         use http_body_util::BodyExt as _;
         use opentelemetry::trace::TracerProvider as _;
         use tracing_subscriber::layer::SubscriberExt as _;
@@ -927,7 +977,6 @@ mod tests {
         let status = grpc_status.to_owned();
         tracing::subscriber::with_default(subscriber, || {
             runtime.block_on(async {
-                let request = Request::builder().uri(path);
                 let response = if server {
                     let mut service =
                         GrpcServerLayer::new().layer(tower::service_fn(responder(&status)));
@@ -952,6 +1001,53 @@ mod tests {
         let mut spans = exporter.get_finished_spans().expect("spans");
         assert_eq!(spans.len(), 1, "{spans:#?}");
         spans.remove(0)
+    }
+
+    #[test]
+    fn grpc_timeouts_read_as_the_protocol_writes_them() {
+        let read = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("grpc-timeout", value.parse().expect("header"));
+            grpc_timeout(&headers)
+        };
+        assert_eq!(read("300m"), Some(Duration::from_millis(300)));
+        assert_eq!(read("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(read("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        assert_eq!(read("5S"), Some(Duration::from_secs(5)));
+        for bad in ["", "m", "123456789m", "12x", "1.5S", "-1S", "S5"] {
+            assert_eq!(read(bad), None, "{bad:?}");
+        }
+        assert_eq!(grpc_timeout(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn a_client_past_its_deadline_got_deadline_exceeded_even_when_the_server_said_cancelled() {
+        let call = |timeout: Option<&str>| {
+            let mut request = Request::builder().uri("/pkg.Orders/Get");
+            if let Some(timeout) = timeout {
+                request = request.header("grpc-timeout", timeout);
+            }
+            let span = exported_request(false, request, "1", Some("http://127.0.0.1:50051"));
+            attribute(&span, "rpc.response.status_code")
+        };
+        // tonic's server answers its own expired deadline with CANCELLED "Timeout expired".
+        assert_eq!(call(Some("1n")).as_deref(), Some("DEADLINE_EXCEEDED"));
+        // Within the deadline, or without one, CANCELLED is what the server meant.
+        assert_eq!(call(Some("1H")).as_deref(), Some("CANCELLED"));
+        assert_eq!(call(None).as_deref(), Some("CANCELLED"));
+        // A server's span keeps the status it answered.
+        let span = exported_request(
+            true,
+            Request::builder()
+                .uri("/pkg.Orders/Get")
+                .header("grpc-timeout", "1n"),
+            "1",
+            None,
+        );
+        assert_eq!(
+            attribute(&span, "rpc.response.status_code").as_deref(),
+            Some("CANCELLED")
+        );
     }
 
     fn attribute(span: &opentelemetry_sdk::trace::SpanData, key: &str) -> Option<String> {
