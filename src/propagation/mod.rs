@@ -32,7 +32,7 @@ mod random_flag;
 mod tracecontext;
 mod unsampled;
 
-#[cfg(feature = "tonic")]
+#[cfg(any(feature = "tonic", feature = "sqlx", feature = "redis"))]
 pub(crate) use random_flag::current_tracer;
 pub(crate) use random_flag::{CurrentTracer, RandomFlagTracer, mark_random_root};
 pub(crate) use unsampled::{SkippedSpans, under_unsampled_parent};

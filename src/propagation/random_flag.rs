@@ -101,7 +101,7 @@ pub(crate) struct CurrentTracer(pub(crate) RandomFlagTracer);
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CurrentTracer {}
 
 /// The current subscriber's tracer, when the crate built that subscriber.
-#[cfg(feature = "tonic")]
+#[cfg(any(feature = "tonic", feature = "sqlx", feature = "redis"))]
 pub(crate) fn current_tracer() -> Option<RandomFlagTracer> {
     tracing::dispatcher::get_default(|dispatch| {
         dispatch

@@ -7,12 +7,17 @@ pub mod redis;
 pub mod sqlx;
 
 use std::borrow::Cow;
-use std::sync::OnceLock;
+use std::collections::HashSet;
+use std::sync::{OnceLock, RwLock};
 use std::time::Instant;
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Histogram;
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
 use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use crate::instrument::TARGET;
 
 /// The longest `db.query.text` recorded by default, in bytes; longer statements are cut at a
 /// character boundary and end in `…`. The statement sent to the server is never changed.
@@ -31,6 +36,33 @@ fn operation_duration() -> &'static Histogram<f64> {
             .with_boundaries(DB_DURATION_BOUNDARIES.to_vec())
             .build()
     })
+}
+
+/// How many distinct operation names and query summaries are kept for the process's life.
+const MAX_INTERNED_NAMES: usize = 512;
+
+/// `name` as a string that lives as long as the process, when it is one of the first
+/// [`MAX_INTERNED_NAMES`] names seen (and short): the names of commands and statements repeat,
+/// and a span's owned strings are freed on the export thread, where every free contends with
+/// the caller's allocations. Past the cap (or if the table is poisoned) the name is copied.
+pub(crate) fn interned(name: &str) -> Cow<'static, str> {
+    static NAMES: OnceLock<RwLock<HashSet<&'static str>>> = OnceLock::new();
+    let names = NAMES.get_or_init(RwLock::default);
+    if let Some(known) = names.read().ok().and_then(|set| set.get(name).copied()) {
+        return Cow::Borrowed(known);
+    }
+    let Ok(mut set) = names.write() else {
+        return Cow::Owned(name.to_owned());
+    };
+    if let Some(known) = set.get(name) {
+        return Cow::Borrowed(known);
+    }
+    if set.len() >= MAX_INTERNED_NAMES || name.len() > MAX_SUMMARY {
+        return Cow::Owned(name.to_owned());
+    }
+    let kept: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    set.insert(kept);
+    Cow::Borrowed(kept)
 }
 
 /// `text` cut to at most `limit` bytes (plus the `…` marker) at a character boundary.
@@ -60,10 +92,86 @@ pub(crate) enum Outcome {
     Cancelled,
 }
 
+/// The `CLIENT` span of one database call, a child of the current span.
+///
+/// Under this crate's subscriber it is built with the OpenTelemetry API alone: nothing reaches
+/// into it (no caller holds it, no log line is written inside it), so it skips the `tracing`
+/// registry, the JSON layer and tracing-opentelemetry's per-span bookkeeping, which were most
+/// of a call's cost. Under any other subscriber (tracing-opentelemetry installed by hand) it is
+/// a `tracing` span, so whatever exports that subscriber's spans exports it too.
+pub(crate) enum DbSpan {
+    /// Built by this crate's tracer; the context holds the span, not sampled included.
+    Direct(opentelemetry::Context),
+    /// A `tracing` span whose OpenTelemetry side carries the attributes.
+    Tracing(Span),
+    /// The level filter turns the crate's instrumentation spans off.
+    Disabled,
+}
+
+impl DbSpan {
+    /// Starts `name` under the current span with `attributes`, at the level the crate's other
+    /// instrumentation spans have, so the same `LOG_LEVEL` directives turn it off.
+    pub(crate) fn start(name: Cow<'static, str>, attributes: Vec<KeyValue>) -> DbSpan {
+        if !tracing::enabled!(kind: tracing::metadata::Kind::SPAN, target: TARGET, tracing::Level::INFO)
+        {
+            return DbSpan::Disabled;
+        }
+        let Some(tracer) = crate::propagation::current_tracer() else {
+            let span = tracing::info_span!(target: TARGET, "database call", otel.name = &*name, otel.kind = "client");
+            for attribute in attributes {
+                span.set_attribute(attribute.key, attribute.value);
+            }
+            return DbSpan::Tracing(span);
+        };
+        let parent = crate::propagation::context_of(&Span::current());
+        let span = tracer
+            .span_builder(name)
+            .with_kind(SpanKind::Client)
+            .with_attributes(attributes)
+            .start_with_context(&tracer, &parent);
+        DbSpan::Direct(parent.with_span(span))
+    }
+
+    /// The span to enter while the call's own code runs: the `tracing` one, or none.
+    pub(crate) fn scope(&self) -> Span {
+        match self {
+            DbSpan::Tracing(span) => span.clone(),
+            DbSpan::Direct(_) | DbSpan::Disabled => Span::none(),
+        }
+    }
+
+    fn set_attribute(&self, attribute: KeyValue) {
+        match self {
+            DbSpan::Direct(cx) => cx.span().set_attribute(attribute),
+            DbSpan::Tracing(span) => span.set_attribute(attribute.key, attribute.value),
+            DbSpan::Disabled => {}
+        }
+    }
+
+    fn set_error(&self, description: impl Into<Cow<'static, str>>) {
+        self.set_status(Status::error(description));
+    }
+
+    fn set_status(&self, status: Status) {
+        match self {
+            DbSpan::Direct(cx) => cx.span().set_status(status),
+            DbSpan::Tracing(span) => span.set_status(status),
+            DbSpan::Disabled => {}
+        }
+    }
+
+    /// Ends a direct span now; a `tracing` span ends when its last handle is dropped.
+    fn end(&self) {
+        if let DbSpan::Direct(cx) = self {
+            cx.span().end();
+        }
+    }
+}
+
 /// One database call: its span (already carrying the request-side attributes), the metric
 /// attributes, and the start time. Ends exactly once, through `finish` or on drop.
 pub(crate) struct DbCall {
-    pub(crate) span: Span,
+    pub(crate) span: DbSpan,
     started: Instant,
     attributes: Vec<KeyValue>,
     finished: bool,
@@ -72,7 +180,7 @@ pub(crate) struct DbCall {
 
 impl DbCall {
     /// `returned_rows`: whether `db.response.returned_rows` (opt-in) is recorded.
-    pub(crate) fn new(span: Span, attributes: Vec<KeyValue>, returned_rows: bool) -> Self {
+    pub(crate) fn new(span: DbSpan, attributes: Vec<KeyValue>, returned_rows: bool) -> Self {
         DbCall {
             span,
             started: Instant::now(),
@@ -88,10 +196,10 @@ impl DbCall {
         if !self.returned_rows {
             return;
         }
-        self.span.record(
+        self.span.set_attribute(KeyValue::new(
             "db.response.returned_rows",
             i64::try_from(rows).unwrap_or(i64::MAX),
-        );
+        ));
     }
 
     pub(crate) fn is_finished(&self) -> bool {
@@ -109,24 +217,24 @@ impl DbCall {
                 error_type,
                 status_code,
             } => {
-                self.span.record("error.type", error_type.as_str());
-                self.span.record("otel.status_code", "ERROR");
-                self.span
-                    .record("otel.status_description", error_type.as_str());
+                let error_type = KeyValue::new("error.type", error_type);
+                self.span.set_attribute(error_type.clone());
+                self.span.set_error(error_type.value.to_string());
                 if let Some(code) = status_code {
-                    self.span.record("db.response.status_code", code.as_str());
-                    attributes.push(KeyValue::new("db.response.status_code", code));
+                    let code = KeyValue::new("db.response.status_code", code);
+                    self.span.set_attribute(code.clone());
+                    attributes.push(code);
                 }
-                attributes.push(KeyValue::new("error.type", error_type));
+                attributes.push(error_type);
             }
             Outcome::Cancelled => {
-                self.span.record("error.type", "cancelled");
-                self.span.record("otel.status_code", "ERROR");
-                self.span
-                    .record("otel.status_description", "cancelled before completion");
-                attributes.push(KeyValue::new("error.type", "cancelled"));
+                let error_type = KeyValue::new("error.type", "cancelled");
+                self.span.set_attribute(error_type.clone());
+                self.span.set_error("cancelled before completion");
+                attributes.push(error_type);
             }
         }
+        self.span.end();
         operation_duration().record(self.started.elapsed().as_secs_f64(), &attributes);
     }
 }
@@ -268,6 +376,27 @@ fn is_keyword(token: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_interned_up_to_the_cap_and_copied_after() {
+        let first = interned("GET interned-test");
+        let again = interned("GET interned-test");
+        match (&first, &again) {
+            (Cow::Borrowed(a), Cow::Borrowed(b)) => assert!(std::ptr::eq(*a, *b)),
+            other => panic!("not interned: {other:?}"),
+        }
+        assert!(matches!(
+            interned(&"x".repeat(MAX_SUMMARY + 1)),
+            Cow::Owned(_)
+        ));
+        for i in 0..MAX_INTERNED_NAMES {
+            let _ = interned(&format!("filler {i}"));
+        }
+        let late = interned("a name past the cap");
+        assert_eq!(late, "a name past the cap");
+        assert!(matches!(late, Cow::Owned(_)), "the table stays bounded");
+        assert!(matches!(interned("GET interned-test"), Cow::Borrowed(_)));
+    }
 
     fn summary(sql: &str) -> Option<String> {
         query_summary(sql)

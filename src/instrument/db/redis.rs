@@ -41,10 +41,8 @@ use ::redis::{
 };
 use opentelemetry::KeyValue;
 use tracing::Instrument as _;
-use tracing::field::Empty;
 
-use super::{self as db, DbCall, Outcome};
-use crate::instrument::TARGET;
+use super::{self as db, DbCall, DbSpan, Outcome};
 
 /// Commands named by two words: the second is part of the operation, not an argument.
 const CONTAINER_COMMANDS: [&str; 16] = [
@@ -177,18 +175,19 @@ fn describe_command(cmd: &Cmd, show_keys: bool) -> (String, String) {
     let Some(name) = word(0) else {
         return ("_OTHER".to_owned(), String::new());
     };
-    let mut operation = name.clone();
-    let mut first_argument = 1;
-    if CONTAINER_COMMANDS.contains(&name.as_str()) {
-        if let Some(sub) = word(1) {
-            operation = format!("{name} {sub}");
-            first_argument = 2;
-        }
-    }
     let keys = if show_keys {
         key_positions(&name)
     } else {
         None
+    };
+    let subcommand = CONTAINER_COMMANDS
+        .contains(&name.as_str())
+        .then(|| word(1))
+        .flatten();
+    let first_argument = if subcommand.is_some() { 2 } else { 1 };
+    let operation = match subcommand {
+        Some(sub) => format!("{name} {sub}"),
+        None => name,
     };
     let is_key = |i: usize| {
         keys.is_some_and(|(first, last, step)| {
@@ -200,7 +199,8 @@ fn describe_command(cmd: &Cmd, show_keys: bool) -> (String, String) {
             i >= first && (i as isize) <= last && (i - first) % step == 0
         })
     };
-    let mut text = operation.clone();
+    let mut text = String::with_capacity(operation.len() + 2 * args.len());
+    text.push_str(&operation);
     for (i, arg) in args.iter().enumerate().skip(first_argument) {
         text.push(' ');
         match arg {
@@ -245,7 +245,8 @@ fn value_outcome(value: &Value) -> Outcome {
 /// Where the commands go, and what the spans show.
 #[derive(Clone, Debug)]
 struct Target {
-    address: String,
+    /// Shared, so no call copies it.
+    address: Arc<str>,
     port: Option<u16>,
     show_keys: bool,
     max_query_text_len: usize,
@@ -254,10 +255,10 @@ struct Target {
 impl Target {
     fn of(info: &ConnectionInfo) -> Self {
         let (address, port) = match info.addr() {
-            ConnectionAddr::Tcp(host, port) => (host.clone(), Some(*port)),
-            ConnectionAddr::TcpTls { host, port, .. } => (host.clone(), Some(*port)),
-            ConnectionAddr::Unix(path) => (path.display().to_string(), None),
-            _ => (String::new(), None),
+            ConnectionAddr::Tcp(host, port) => (host.as_str().into(), Some(*port)),
+            ConnectionAddr::TcpTls { host, port, .. } => (host.as_str().into(), Some(*port)),
+            ConnectionAddr::Unix(path) => (path.display().to_string().into(), None),
+            _ => ("".into(), None),
         };
         Target {
             address,
@@ -267,35 +268,47 @@ impl Target {
         }
     }
 
-    fn start(&self, operation: &str, text: &str, database: i64, batch: Option<usize>) -> DbCall {
-        let namespace = database.to_string();
-        let span = tracing::info_span!(
-            target: TARGET,
-            "redis command",
-            otel.name = operation,
-            otel.kind = "client",
-            db.system.name = "redis",
-            db.operation.name = operation,
-            db.query.text = &*db::truncate_query_text(text, self.max_query_text_len),
-            db.namespace = namespace.as_str(),
-            db.operation.batch.size = batch.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
-            server.address = self.address.as_str(),
-            server.port = self.port.map(i64::from),
-            db.response.status_code = Empty,
-            error.type = Empty,
-            otel.status_code = Empty,
-            otel.status_description = Empty,
-        );
-        let mut attributes = vec![
+    /// Every value shared between the span's and the metric's attributes is shared, not
+    /// copied: an exported span's strings are freed on the export thread, and each allocation
+    /// made here is one more the caller's thread contends for with it.
+    fn start(&self, operation: &str, text: String, database: i64, batch: Option<usize>) -> DbCall {
+        let operation = db::interned(operation);
+        let mut attributes = Vec::with_capacity(5);
+        attributes.extend([
             KeyValue::new("db.system.name", "redis"),
-            KeyValue::new("db.operation.name", operation.to_owned()),
-            KeyValue::new("db.namespace", namespace),
+            KeyValue::new("db.operation.name", operation.clone()),
+            KeyValue::new("db.namespace", database_index(database)),
             KeyValue::new("server.address", self.address.clone()),
-        ];
+        ]);
         if let Some(port) = self.port {
             attributes.push(KeyValue::new("server.port", i64::from(port)));
         }
+        let mut span_attributes = Vec::with_capacity(attributes.len() + 2);
+        span_attributes.extend_from_slice(&attributes);
+        let text = match db::truncate_query_text(&text, self.max_query_text_len) {
+            std::borrow::Cow::Borrowed(_) => text,
+            std::borrow::Cow::Owned(cut) => cut,
+        };
+        span_attributes.push(KeyValue::new("db.query.text", text));
+        if let Some(batch) = batch {
+            span_attributes.push(KeyValue::new(
+                "db.operation.batch.size",
+                i64::try_from(batch).unwrap_or(i64::MAX),
+            ));
+        }
+        let span = DbSpan::start(operation, span_attributes);
         DbCall::new(span, attributes, false)
+    }
+}
+
+/// `db.namespace` of a database index; the sixteen a default server has need no allocation.
+fn database_index(database: i64) -> opentelemetry::Value {
+    const INDEXES: [&str; 16] = [
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15",
+    ];
+    match usize::try_from(database).ok().and_then(|i| INDEXES.get(i)) {
+        Some(index) => (*index).into(),
+        None => database.to_string().into(),
     }
 }
 
@@ -367,8 +380,8 @@ impl<C: ConnectionLike + Send> ConnectionLike for TracedConnection<C> {
         let (operation, text) = describe_command(cmd, self.target.show_keys);
         let mut call = self
             .target
-            .start(&operation, &text, self.inner.get_db(), None);
-        let span = call.span.clone();
+            .start(&operation, text, self.inner.get_db(), None);
+        let span = call.span.scope();
         let inner = span.in_scope(|| self.inner.req_packed_command(cmd));
         Box::pin(
             async move {
@@ -410,8 +423,8 @@ impl<C: ConnectionLike + Send> ConnectionLike for TracedConnection<C> {
         let batch = (commands != 1).then_some(commands);
         let mut call = self
             .target
-            .start(operation, &text, self.inner.get_db(), batch);
-        let span = call.span.clone();
+            .start(operation, text, self.inner.get_db(), batch);
+        let span = call.span.scope();
         let inner = span.in_scope(|| self.inner.req_packed_commands(pipeline, offset, count));
         Box::pin(
             async move {

@@ -65,16 +65,15 @@ use futures_core::future::BoxFuture;
 use futures_core::stream::BoxStream;
 use opentelemetry::KeyValue;
 use tracing::Instrument as _;
-use tracing::field::Empty;
 
-use super::{self as db, DbCall, Outcome};
-use crate::instrument::TARGET;
+use super::{self as db, DbCall, DbSpan, Outcome};
 
 /// Where the queries go, read once from the pool's connect options.
 #[derive(Clone, Debug)]
 struct Target {
-    namespace: String,
-    address: String,
+    /// Shared, as the address is, so no query copies them.
+    namespace: Arc<str>,
+    address: Arc<str>,
     port: Option<u16>,
     max_query_text_len: usize,
     /// `db.response.returned_rows`, opt-in in the conventions.
@@ -84,15 +83,15 @@ struct Target {
 impl Target {
     fn of(options: &PgConnectOptions) -> Self {
         let (address, port) = match options.get_socket() {
-            Some(socket) => (socket.display().to_string(), None),
-            None => (options.get_host().to_owned(), Some(options.get_port())),
+            Some(socket) => (socket.display().to_string().into(), None),
+            None => (options.get_host().into(), Some(options.get_port())),
         };
         Target {
             // PostgreSQL's own default: the database named after the user.
             namespace: options
                 .get_database()
                 .unwrap_or(options.get_username())
-                .to_owned(),
+                .into(),
             address,
             port,
             max_query_text_len: db::DEFAULT_MAX_QUERY_TEXT_LEN,
@@ -105,25 +104,8 @@ impl Target {
         // database-spans.md / sql.md (v1.44.0): the span is named after db.query.summary;
         // db.operation.name and db.collection.name "SHOULD NOT be extracted from
         // db.query.text", so raw statements carry neither.
-        let summary = db::query_summary(sql);
-        let name = summary.clone().unwrap_or_else(|| "postgresql".to_owned());
-        let span = tracing::info_span!(
-            target: TARGET,
-            "database query",
-            otel.name = name,
-            otel.kind = "client",
-            db.system.name = "postgresql",
-            db.namespace = self.namespace.as_str(),
-            db.query.summary = summary.as_deref(),
-            db.query.text = &*db::truncate_query_text(sql, self.max_query_text_len),
-            server.address = self.address.as_str(),
-            server.port = self.port.map(i64::from),
-            db.response.returned_rows = Empty,
-            db.response.status_code = Empty,
-            error.type = Empty,
-            otel.status_code = Empty,
-            otel.status_description = Empty,
-        );
+        let summary = db::query_summary(sql).map(|summary| db::interned(&summary));
+        let name = summary.clone().unwrap_or(Cow::Borrowed("postgresql"));
         let mut attributes = vec![
             KeyValue::new("db.system.name", "postgresql"),
             KeyValue::new("db.namespace", self.namespace.clone()),
@@ -135,6 +117,13 @@ impl Target {
         if let Some(summary) = summary {
             attributes.push(KeyValue::new("db.query.summary", summary));
         }
+        let mut span_attributes = Vec::with_capacity(attributes.len() + 1);
+        span_attributes.extend_from_slice(&attributes);
+        span_attributes.push(KeyValue::new(
+            "db.query.text",
+            db::truncate_query_text(sql, self.max_query_text_len).into_owned(),
+        ));
+        let span = DbSpan::start(name, span_attributes);
         DbCall::new(span, attributes, self.returned_rows)
     }
 }
@@ -249,7 +238,7 @@ async fn traced<T>(
     run: impl Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
     let mut call = target.start(statement);
-    let result = run.instrument(call.span.clone()).await;
+    let result = run.instrument(call.span.scope()).await;
     call.finish(result.as_ref().map_or_else(outcome_of, |_| Outcome::Ok));
     result
 }
@@ -353,6 +342,8 @@ impl<'c> TracedTransaction<'c> {
 struct TracedStream<'e> {
     inner: BoxStream<'e, Result<Either<PgQueryResult, PgRow>, Error>>,
     call: DbCall,
+    /// The call's `tracing` span, if it has one, entered while the stream is polled.
+    scope: tracing::Span,
     rows: u64,
     waiting: bool,
 }
@@ -363,7 +354,7 @@ impl Stream for TracedStream<'_> {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         let polled = {
-            let _entered = this.call.span.enter();
+            let _entered = this.scope.enter();
             this.inner.as_mut().poll_next(cx)
         };
         this.waiting = polled.is_pending();
@@ -397,10 +388,12 @@ fn traced_fetch_many<'e>(
     run: impl FnOnce() -> BoxStream<'e, Result<Either<PgQueryResult, PgRow>, Error>>,
 ) -> BoxStream<'e, Result<Either<PgQueryResult, PgRow>, Error>> {
     let call = target.start(sql);
-    let inner = call.span.in_scope(run);
+    let scope = call.span.scope();
+    let inner = scope.in_scope(run);
     Box::pin(TracedStream {
         inner,
         call,
+        scope,
         rows: 0,
         waiting: false,
     })
@@ -412,8 +405,8 @@ fn traced_fetch_optional<'e>(
     run: impl FnOnce() -> BoxFuture<'e, Result<Option<PgRow>, Error>>,
 ) -> BoxFuture<'e, Result<Option<PgRow>, Error>> {
     let mut call = target.start(sql);
-    let inner = call.span.in_scope(run);
-    let span = call.span.clone();
+    let span = call.span.scope();
+    let inner = span.in_scope(run);
     Box::pin(
         async move {
             let result = inner.await;
