@@ -32,8 +32,10 @@ mod random_flag;
 mod tracecontext;
 mod unsampled;
 
-#[cfg(any(feature = "tonic", feature = "sqlx", feature = "redis"))]
+#[cfg(feature = "tonic")]
 pub(crate) use random_flag::current_tracer;
+#[cfg(any(feature = "sqlx", feature = "redis"))]
+pub(crate) use random_flag::with_current_tracer;
 pub(crate) use random_flag::{CurrentTracer, RandomFlagTracer, mark_random_root};
 pub(crate) use unsampled::{SkippedSpans, under_unsampled_parent};
 

@@ -101,12 +101,19 @@ pub(crate) struct CurrentTracer(pub(crate) RandomFlagTracer);
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CurrentTracer {}
 
 /// The current subscriber's tracer, when the crate built that subscriber.
-#[cfg(any(feature = "tonic", feature = "sqlx", feature = "redis"))]
+#[cfg(feature = "tonic")]
 pub(crate) fn current_tracer() -> Option<RandomFlagTracer> {
+    with_current_tracer(RandomFlagTracer::clone)
+}
+
+/// `f` of the current subscriber's tracer, when the crate built that subscriber; borrowing it
+/// saves the clone on paths that run once per call.
+#[cfg(any(feature = "tonic", feature = "sqlx", feature = "redis"))]
+pub(crate) fn with_current_tracer<R>(f: impl FnOnce(&RandomFlagTracer) -> R) -> Option<R> {
+    let mut f = Some(f);
     tracing::dispatcher::get_default(|dispatch| {
-        dispatch
-            .downcast_ref::<CurrentTracer>()
-            .map(|current| current.0.clone())
+        let current = dispatch.downcast_ref::<CurrentTracer>()?;
+        f.take().map(|f| f(&current.0))
     })
 }
 

@@ -116,20 +116,29 @@ impl DbSpan {
         {
             return DbSpan::Disabled;
         }
-        let Some(tracer) = crate::propagation::current_tracer() else {
-            let span = tracing::info_span!(target: TARGET, "database call", otel.name = &*name, otel.kind = "client");
-            for attribute in attributes {
-                span.set_attribute(attribute.key, attribute.value);
-            }
-            return DbSpan::Tracing(span);
-        };
-        let parent = crate::propagation::context_of(&Span::current());
-        let span = tracer
-            .span_builder(name)
-            .with_kind(SpanKind::Client)
-            .with_attributes(attributes)
-            .start_with_context(&tracer, &parent);
-        DbSpan::Direct(parent.with_span(span))
+        // Under the crate's subscriber, tracing-opentelemetry makes each entered span's context
+        // current (and a skipped span's kept one is made current too), so the current context
+        // is the parent a `tracing` span would have had.
+        let mut attributes = Some(attributes);
+        let mut name = Some(name);
+        let direct = crate::propagation::with_current_tracer(|tracer| {
+            let parent = opentelemetry::Context::current();
+            let span = tracer
+                .span_builder(name.take().unwrap_or_default())
+                .with_kind(SpanKind::Client)
+                .with_attributes(attributes.take().unwrap_or_default())
+                .start_with_context(tracer, &parent);
+            parent.with_span(span)
+        });
+        if let Some(cx) = direct {
+            return DbSpan::Direct(cx);
+        }
+        let name = name.unwrap_or_default();
+        let span = tracing::info_span!(target: TARGET, "database call", otel.name = &*name, otel.kind = "client");
+        for attribute in attributes.unwrap_or_default() {
+            span.set_attribute(attribute.key, attribute.value);
+        }
+        DbSpan::Tracing(span)
     }
 
     /// The span to enter while the call's own code runs: the `tracing` one, or none.
