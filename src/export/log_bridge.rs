@@ -118,8 +118,12 @@ impl Slot {
         start..self.text.len()
     }
 
-    fn text(&self, range: &Range<usize>) -> String {
-        self.text.get(range.clone()).unwrap_or_default().to_owned()
+    /// Shared rather than owned: the batch processor clones every record it is handed, and a
+    /// shared string's clone is a count, not a copy freed later on the export thread.
+    fn text(&self, range: &Range<usize>) -> StringValue {
+        StringValue::from(std::sync::Arc::<str>::from(
+            self.text.get(range.clone()).unwrap_or_default(),
+        ))
     }
 
     /// The SDK record, as `opentelemetry-appender-tracing` 0.33 would have built it.
@@ -134,11 +138,11 @@ impl Slot {
             record.set_trace_context(trace_id, span_id, Some(flags));
         }
         if let Some(body) = &self.body {
-            record.set_body(AnyValue::String(StringValue::from(self.text(body))));
+            record.set_body(AnyValue::String(self.text(body)));
         }
         for (name, value) in &self.attributes {
             let value = match value {
-                Value::Str(range) => AnyValue::String(StringValue::from(self.text(range))),
+                Value::Str(range) => AnyValue::String(self.text(range)),
                 Value::Bytes(range) => {
                     AnyValue::from(self.bytes.get(range.clone()).unwrap_or_default())
                 }
