@@ -94,11 +94,11 @@ pub(crate) enum Outcome {
 
 /// The `CLIENT` span of one database call, a child of the current span.
 ///
-/// Under this crate's subscriber it is built with the OpenTelemetry API alone: nothing reaches
-/// into it (no caller holds it, no log line is written inside it), so it skips the `tracing`
-/// registry, the JSON layer and tracing-opentelemetry's per-span bookkeeping, which were most
-/// of a call's cost. Under any other subscriber (tracing-opentelemetry installed by hand) it is
-/// a `tracing` span, so whatever exports that subscriber's spans exports it too.
+/// Under this crate's subscriber it is built with the OpenTelemetry API alone: no caller holds
+/// it and none of the caller's code runs inside it, so it skips the `tracing` registry, the
+/// JSON layer and tracing-opentelemetry's per-span bookkeeping, which were most of a call's
+/// cost. Under any other subscriber (tracing-opentelemetry installed by hand) it is a `tracing`
+/// span, so whatever exports that subscriber's spans exports it too.
 pub(crate) enum DbSpan {
     /// Built by this crate's tracer; the context holds the span, not sampled included.
     Direct(opentelemetry::Context),
@@ -112,8 +112,12 @@ impl DbSpan {
     /// Starts `name` under the current span with `attributes`, at the level the crate's other
     /// instrumentation spans have, so the same `LOG_LEVEL` directives turn it off.
     pub(crate) fn start(name: Cow<'static, str>, attributes: Vec<KeyValue>) -> DbSpan {
-        if !tracing::enabled!(kind: tracing::metadata::Kind::SPAN, target: TARGET, tracing::Level::INFO)
-        {
+        let enabled = tracing::enabled!(
+            kind: tracing::metadata::Kind::SPAN,
+            target: TARGET,
+            tracing::Level::INFO
+        );
+        if !enabled {
             return DbSpan::Disabled;
         }
         // Under the crate's subscriber, tracing-opentelemetry makes each entered span's context
@@ -134,7 +138,12 @@ impl DbSpan {
             return DbSpan::Direct(cx);
         }
         let name = name.unwrap_or_default();
-        let span = tracing::info_span!(target: TARGET, "database call", otel.name = &*name, otel.kind = "client");
+        let span = tracing::info_span!(
+            target: TARGET,
+            "database call",
+            otel.name = &*name,
+            otel.kind = "client"
+        );
         for attribute in attributes.unwrap_or_default() {
             span.set_attribute(attribute.key, attribute.value);
         }
