@@ -14,6 +14,8 @@
 //!
 //! Run with `cargo bench --bench db --features sqlx,redis`.
 
+#[path = "../tests/common/answering_redis.rs"]
+mod answering_redis;
 mod common;
 #[path = "../tests/common/servers.rs"]
 #[allow(dead_code)]
@@ -22,6 +24,7 @@ mod servers;
 use std::hint::black_box;
 use std::time::Duration;
 
+use answering_redis::Answering;
 use common::{Export, Tally, bench_counted, ours};
 use criterion::{Criterion, criterion_group, criterion_main};
 use redis::aio::ConnectionLike;
@@ -146,31 +149,9 @@ fn redis_command(c: &mut Criterion) {
     check_spans("redis_command/TracedConnection", &telemetry, calls);
 }
 
-/// A connection that answers every command at once with a bulk string.
-struct Instant;
-
-impl ConnectionLike for Instant {
-    fn req_packed_command<'a>(&'a mut self, _cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(std::future::ready(Ok(Value::BulkString(b"value".to_vec()))))
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        _pipeline: &'a Pipeline,
-        _offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(std::future::ready(Ok(vec![Value::Okay; count])))
-    }
-
-    fn get_db(&self) -> i64 {
-        0
-    }
-}
-
 /// The hand-written alternative: an `info_span!` per command carrying the attributes as
 /// fields, the future instrumented with it.
-struct SpanPerCommand(Instant);
+struct SpanPerCommand(Answering);
 
 impl ConnectionLike for SpanPerCommand {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
@@ -217,12 +198,12 @@ fn redis_instrumentation(c: &mut Criterion) {
     let telemetry = ours(Export::Traces, &[]);
     let info =
         redis::IntoConnectionInfo::into_connection_info("redis://127.0.0.1:6379/").expect("info");
-    let mut plain = Instant;
-    let mut traced = TracedConnection::with_connection_info(Instant, &info);
+    let mut plain = Answering;
+    let mut traced = TracedConnection::with_connection_info(Answering, &info);
     let request = tracing::info_span!("request");
     let _entered = request.enter();
 
-    let mut by_hand = SpanPerCommand(Instant);
+    let mut by_hand = SpanPerCommand(Answering);
 
     let mut group = c.benchmark_group("redis_instrumentation");
     group.bench_function("plain", |b| b.iter(|| rt.block_on(get_key(&mut plain))));

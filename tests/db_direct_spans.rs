@@ -5,45 +5,18 @@
 //! is needed; `tests/db_spans.rs` covers the `tracing` path against real servers.
 #![cfg(feature = "redis")]
 
+mod common;
+
+use common::answering_redis::Answering;
+
 use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceId, TraceState,
 };
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
-use redis::aio::ConnectionLike;
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use redis::Cmd;
 use service_telemetry::instrument::redis::TracedConnection;
 use service_telemetry::{MemoryWriter, ScopedTelemetry, Telemetry};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-
-/// Answers `GET` with a value and anything else with an I/O error.
-struct Answering;
-
-impl ConnectionLike for Answering {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        let is_get = cmd
-            .args_iter()
-            .next()
-            .is_some_and(|arg| matches!(arg, redis::Arg::Simple(b"GET")));
-        Box::pin(std::future::ready(if is_get {
-            Ok(Value::BulkString(b"value".to_vec()))
-        } else {
-            Err(std::io::Error::other("connection reset").into())
-        }))
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        _pipeline: &'a Pipeline,
-        _offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(std::future::ready(Ok(vec![Value::Okay; count])))
-    }
-
-    fn get_db(&self) -> i64 {
-        3
-    }
-}
 
 fn telemetry(log_level: &str) -> (ScopedTelemetry, InMemorySpanExporter) {
     let spans = InMemorySpanExporter::default();

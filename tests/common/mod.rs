@@ -1,5 +1,7 @@
 #![allow(dead_code)]
 
+#[cfg(feature = "redis")]
+pub mod answering_redis;
 pub mod child;
 pub mod collector;
 pub mod memory;
