@@ -54,9 +54,9 @@ fn exported_so_far(telemetry: &ScopedTelemetry) -> u64 {
 }
 
 /// [`check_spans`] for the variant that ran after `before` spans were already exported.
-fn check_spans_since(name: &str, telemetry: &ScopedTelemetry, before: &u64, calls: u64) {
+fn check_spans_since(name: &str, telemetry: &ScopedTelemetry, before: u64, calls: u64) {
     let mut tally = Tally::ours_spans(name, calls, telemetry);
-    tally.exported = tally.exported.saturating_sub(*before);
+    tally.exported = tally.exported.saturating_sub(before);
     tally.check(true);
 }
 
@@ -214,7 +214,7 @@ fn redis_instrumentation(c: &mut Criterion) {
     check_spans_since(
         "redis_instrumentation/tracing_span_per_command",
         &telemetry,
-        &before,
+        before,
         calls,
     );
     let before = exported_so_far(&telemetry);
@@ -225,7 +225,7 @@ fn redis_instrumentation(c: &mut Criterion) {
     check_spans_since(
         "redis_instrumentation/TracedConnection",
         &telemetry,
-        &before,
+        before,
         calls,
     );
 }

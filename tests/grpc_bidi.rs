@@ -43,11 +43,11 @@ impl Echo for Echoer {
             tokio::time::sleep(Duration::from_millis(u64::from(first.delay_ms))).await;
         }
         let (tx, rx) = tokio::sync::mpsc::channel(16);
-        let first_waited = first.is_some();
+        // The first message's delay was already waited out above.
+        let mut waited = first.is_some();
         tokio::spawn(async move {
             let rest = async_stream_of(first, inbound);
             tokio::pin!(rest);
-            let mut waited = first_waited;
             while let Some(message) = rest.next().await {
                 // A later message with a delay holds the response open that long, even after
                 // the client closes its side, so a client's reset always finds it unfinished.
