@@ -11,7 +11,6 @@ use tower_layer::Layer;
 use tower_service::Service;
 use tracing::Span;
 use tracing::field::Empty;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::instrument::TARGET;
 use crate::instrument::semconv;
@@ -74,41 +73,51 @@ impl ClientCall {
     /// Records the outcome: a status code, or the transport error (its `error.type` and its
     /// text, which is recorded with every URL in it redacted).
     pub(crate) fn finish(self, outcome: Result<u16, (&'static str, String)>) {
-        let mut attributes = vec![
-            KeyValue::new("http.request.method", self.method),
-            KeyValue::new("server.address", self.address.clone()),
-            KeyValue::new("network.protocol.version", self.version),
-        ];
-        if let Some(port) = self.port {
+        let ClientCall {
+            span,
+            started,
+            method,
+            address,
+            port,
+            version,
+        } = self;
+        // Sized for every attribute at once: a reallocation here would take the allocator's
+        // lock while the export thread may hold it freeing earlier spans.
+        let mut attributes = Vec::with_capacity(6);
+        attributes.extend([
+            KeyValue::new("http.request.method", method),
+            KeyValue::new("server.address", address),
+            KeyValue::new("network.protocol.version", version),
+        ]);
+        if let Some(port) = port {
             attributes.push(KeyValue::new("server.port", i64::from(port)));
         }
         match outcome {
             Ok(status) => {
-                self.span
-                    .record("http.response.status_code", i64::from(status));
+                span.record("http.response.status_code", i64::from(status));
                 attributes.push(KeyValue::new(
                     "http.response.status_code",
                     i64::from(status),
                 ));
                 // Client spans treat 4xx as errors too (the call did not succeed).
                 if status >= 400 {
-                    self.span.record("error.type", status.to_string());
-                    self.span.record("otel.status_code", "ERROR");
+                    span.record("error.type", status.to_string());
+                    span.record("otel.status_code", "ERROR");
                     attributes.push(KeyValue::new("error.type", status.to_string()));
                 }
             }
             Err((error_type, text)) => {
-                self.span.record("error.type", error_type);
-                self.span
-                    .set_status(opentelemetry::trace::Status::error(semconv::redact_urls(
-                        &text,
-                    )));
+                span.record("error.type", error_type);
+                crate::spans::set_status(
+                    &span,
+                    opentelemetry::trace::Status::error(semconv::redact_urls(&text)),
+                );
                 attributes.push(KeyValue::new("error.type", error_type));
             }
         }
         semconv::instruments()
             .client_duration
-            .record(self.started.elapsed().as_secs_f64(), &attributes);
+            .record(started.elapsed().as_secs_f64(), &attributes);
     }
 }
 
@@ -154,13 +163,12 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let (method, uri, version) = (
-            request.method().clone(),
-            request.uri().clone(),
-            request.version(),
-        );
-        let call = ClientCall::start(&method, &uri, version, request.headers_mut());
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        // Taken apart so the headers can be written while the method and URI are read,
+        // without cloning either.
+        let (mut parts, body) = request.into_parts();
+        let call = ClientCall::start(&parts.method, &parts.uri, parts.version, &mut parts.headers);
+        let request = Request::from_parts(parts, body);
         let inner = call.span.in_scope(|| self.inner.call(request));
         ClientFuture {
             inner,
