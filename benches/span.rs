@@ -5,13 +5,13 @@
 //! - the OpenTelemetry SDK's API used directly (no `tracing`), the floor for OTel spans;
 //! - this crate with traces exported, and with export off (spans still minted for the ids).
 //!
-//! - a prototype layer that builds SDK spans directly (`common/direct_layer.rs`, not shipped),
-//!   measuring the design proposed in the README for the span targets.
+//! - this crate with its opt-in direct span layer (`TelemetryBuilder::direct_spans`), exported
+//!   and with export off.
 //!
 //! The second group is the same with a parent-based 1 % ratio sampler: 99 % of these root
 //! spans are dropped, the common case for a busy service. The third times a child span
 //! inside a request whose remote parent was not sampled (all dropped), with this crate as
-//! configured by default and with `skip_spans_under_unsampled_parents`.
+//! configured by default, with `skip_spans_under_unsampled_parents` and with `direct_spans`.
 //!
 //! Every variant that exports has a queue of 65 536 and is timed in stretches of at most half
 //! of it, with the exporter caught up (untimed) in between; each prints the spans it created
@@ -22,8 +22,6 @@
 //! Run with `cargo bench --bench span`.
 
 mod common;
-#[path = "common/direct_layer.rs"]
-mod direct_layer;
 
 use std::hint::black_box;
 
@@ -68,12 +66,12 @@ fn tracing_span(
     settle: &dyn Fn(),
     shape: Shape,
 ) -> u64 {
-    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     tracing::dispatcher::with_default(dispatch, || {
+        // The remote parent is current while the request span opens, which every layer
+        // measured here takes as its parent.
         let request = matches!(shape, Shape::ChildOfNotSampled).then(|| {
-            let request = tracing::info_span!("incoming");
-            let _ = request.set_parent(not_sampled_remote());
-            request
+            let _remote = not_sampled_remote().attach();
+            tracing::info_span!("incoming")
         });
         let _entered = request.as_ref().map(tracing::Span::enter);
         bench_counted(group, name, settle, || {
@@ -154,16 +152,6 @@ fn otel_layer_defaults<'a>(
 ) -> Tally<'a> {
     over_sdk(group, name, sampler, shape, |tracer| {
         tracing_opentelemetry::layer().with_tracer(tracer)
-    })
-}
-
-fn direct_layer<'a>(
-    group: &mut BenchmarkGroup<'_, WallTime>,
-    name: &'a str,
-    sampler: Sampler,
-) -> Tally<'a> {
-    over_sdk(group, name, sampler, Shape::Root, |tracer| {
-        direct_layer::DirectLayer { tracer }
     })
 }
 
@@ -282,7 +270,24 @@ fn span_lifecycle(c: &mut Criterion) {
         as_is,
     )
     .check(false);
-    direct_layer(&mut group, "prototype_direct_otel_layer", always()).check(true);
+    ours_variant(
+        &mut group,
+        "service_telemetry_direct_spans",
+        Export::Traces,
+        &[],
+        Root,
+        TelemetryBuilder::direct_spans,
+    )
+    .check(true);
+    ours_variant(
+        &mut group,
+        "service_telemetry_direct_spans_export_off",
+        Export::Off,
+        &[],
+        Root,
+        TelemetryBuilder::direct_spans,
+    )
+    .check(false);
     group.finish();
 
     let mut group = c.benchmark_group("span_sampled_out_1pct");
@@ -314,10 +319,13 @@ fn span_lifecycle(c: &mut Criterion) {
         Root,
         TelemetryBuilder::skip_spans_under_unsampled_parents,
     ));
-    check_one_percent(&direct_layer(
+    check_one_percent(&ours_variant(
         &mut group,
-        "prototype_direct_otel_layer",
-        ratio(),
+        "service_telemetry_direct_spans",
+        Export::Traces,
+        ONE_PERCENT,
+        Root,
+        TelemetryBuilder::direct_spans,
     ));
     group.finish();
 
@@ -350,6 +358,14 @@ fn span_lifecycle(c: &mut Criterion) {
         ONE_PERCENT,
         ChildOfNotSampled,
         TelemetryBuilder::skip_spans_under_unsampled_parents,
+    ));
+    check_none_exported(&ours_variant(
+        &mut group,
+        "service_telemetry_direct_spans",
+        Export::Traces,
+        ONE_PERCENT,
+        ChildOfNotSampled,
+        TelemetryBuilder::direct_spans,
     ));
     group.finish();
 }

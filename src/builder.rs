@@ -81,6 +81,7 @@ pub struct TelemetryBuilder {
     /// Whether `with_writer` replaced stdout (pretty lines are coloured only on stdout).
     custom_writer: bool,
     skip_unsampled_children: bool,
+    direct_spans: bool,
 }
 
 impl Default for TelemetryBuilder {
@@ -98,6 +99,7 @@ impl Default for TelemetryBuilder {
             detection_root: std::path::PathBuf::from("/"),
             custom_writer: false,
             skip_unsampled_children: false,
+            direct_spans: false,
         }
     }
 }
@@ -328,6 +330,37 @@ impl TelemetryBuilder {
         self
     }
 
+    /// Opt-in: spans are built by a layer of this crate's own instead of
+    /// `tracing-opentelemetry`'s. Each `tracing` span becomes an OpenTelemetry span when it
+    /// opens: the sampler decides there, a span that is not recorded (sampled out, or export
+    /// off) never has its fields turned into attributes, and nothing but the span's context is
+    /// kept per span. A kept span costs about half of what it costs through
+    /// `tracing-opentelemetry`, a dropped one about a quarter (see the README's performance
+    /// section). The exported spans carry the same data: the same `otel.*` fields, value
+    /// conversions, `code.file.path` and `code.line.number`, parents and end times. This
+    /// crate's layers (HTTP, gRPC, databases) and [`crate::propagation::context_of`] work
+    /// with either.
+    ///
+    /// The limits, which are why this is not the default:
+    ///
+    /// - `tracing_opentelemetry::OpenTelemetrySpanExt` reaches `tracing-opentelemetry`'s layer
+    ///   through a type that crate keeps private, so on these spans it does nothing:
+    ///   `context()` answers an empty context, and `set_parent`, `add_link`, `set_attribute`
+    ///   and `set_status` are ignored. Third-party middleware that propagates through
+    ///   `context()` then sends no `traceparent`. Use [`crate::propagation::context_of`] for
+    ///   the context, and record attributes and status as span fields (declare them with
+    ///   `tracing::field::Empty`; `otel.status_code = "ERROR"` sets the status).
+    /// - A span's parent and kind are fixed when it opens. To give a span a remote parent, make
+    ///   that context current while the span is created
+    ///   (`let _guard = remote.attach(); let span = info_span!(...);`); an `otel.kind`
+    ///   recorded later is ignored. An `otel.name` recorded later renames the span.
+    /// - Takes the place of [`Self::skip_spans_under_unsampled_parents`], which it makes
+    ///   unnecessary: a span under a not-sampled parent is decided at once.
+    pub fn direct_spans(mut self) -> Self {
+        self.direct_spans = true;
+        self
+    }
+
     /// Leaves the panic hook alone. By default a hook logs each panic as one `error` line and
     /// then calls the hook that was installed before.
     pub fn without_panic_hook(mut self) -> Self {
@@ -431,7 +464,8 @@ impl TelemetryBuilder {
             _ => self.writer.clone(),
         };
         let admission = SpanAdmission {
-            skip_unsampled_children: self.skip_unsampled_children,
+            skip_unsampled_children: self.skip_unsampled_children && !self.direct_spans,
+            direct_spans: self.direct_spans,
         };
         let (subscriber, log_filter) = subscriber(
             &config,
@@ -551,12 +585,18 @@ pub(crate) fn subscriber(
     // A bare `target` attribute is no registry name (semconv v1.44.0 `code.*` registry); the
     // location's `code.module.name` is dropped from exported spans by the admission check.
     let current_tracer = crate::propagation::CurrentTracer(tracer.clone());
-    let spans = tracing_opentelemetry::layer()
-        .with_tracer(tracer)
-        .with_tracked_inactivity(false)
-        .with_threads(false)
-        .with_target(false)
-        .with_filter(ExportableSpans(admission));
+    let (spans, direct_spans) = if admission.direct_spans {
+        let direct = crate::spans::DirectSpans::new(tracer, ExportableSpans::exportable);
+        (None, Some(direct))
+    } else {
+        let spans = tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_tracked_inactivity(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_filter(ExportableSpans(admission));
+        (Some(spans), None)
+    };
     let log_records = pipelines
         .logger_provider
         .as_ref()
@@ -575,6 +615,7 @@ pub(crate) fn subscriber(
     let subscriber = Registry::default()
         .with(filter)
         .with(spans)
+        .with(direct_spans)
         .with(skipped_spans)
         .with(current_tracer)
         .with(JsonLayer::new(
@@ -617,6 +658,8 @@ pub(crate) fn is_internal(target: &str) -> bool {
 pub(crate) struct SpanAdmission {
     /// See [`TelemetryBuilder::skip_spans_under_unsampled_parents`].
     pub(crate) skip_unsampled_children: bool,
+    /// See [`TelemetryBuilder::direct_spans`].
+    pub(crate) direct_spans: bool,
 }
 
 /// Spans only (log events go out as log records, not span events), minus internal targets,

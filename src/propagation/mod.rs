@@ -133,8 +133,7 @@ pub fn inject_current(headers: &mut HeaderMap) {
 /// ```
 pub fn context_of(span: &tracing::Span) -> Context {
     use opentelemetry::trace::TraceContextExt as _;
-    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-    let cx = span.context();
+    let cx = crate::spans::context(span);
     if cx.span().span_context().is_valid() {
         return cx;
     }

@@ -63,6 +63,13 @@ impl RandomFlagTracer {
     }
 }
 
+impl RandomFlagTracer {
+    /// Whether spans are built for export (otherwise only their contexts are minted).
+    pub(crate) fn builds_spans(&self) -> bool {
+        matches!(self.0, Source::Sdk(_))
+    }
+}
+
 impl Minter {
     /// The SDK tracer's `build_with_context` (0.33) up to the sampling decision: the same ids,
     /// the parent's trace id when it has a valid one, and the same flags for each decision.

@@ -16,12 +16,14 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context as LayerContext;
 use tracing_subscriber::registry::LookupSpan;
 
-/// Whether the current context holds a valid span that the sampler dropped.
+/// Whether the current context holds a valid local span that the sampler dropped. A remote
+/// parent alone (current while a server span opens) does not count: the span it parents is
+/// built and sampled as it always was.
 pub(crate) fn under_unsampled_parent() -> bool {
     Context::map_current(|cx| {
         let parent = cx.span();
         let parent = parent.span_context();
-        parent.is_valid() && !parent.is_sampled()
+        parent.is_valid() && !parent.is_sampled() && !parent.is_remote()
     })
 }
 

@@ -206,7 +206,7 @@ impl Call {
     /// conventions define none for messages). Built with the OpenTelemetry API so the first
     /// message, recorded once the second shows a stream, keeps its own time.
     fn message_span(&self, sent: bool, id: u64, size: u64, at: std::time::SystemTime) {
-        let parent = self.span.context();
+        let parent = crate::spans::context(&self.span);
         if !parent.span().span_context().is_sampled() {
             return;
         }
@@ -308,7 +308,7 @@ impl Call {
                 self.span
                     .record("rpc.method_original", self.requested.as_str());
                 // "{rpc.method} if it is available and not set to _OTHER", else the system.
-                self.span.context().span().update_name("grpc");
+                crate::spans::context(&self.span).span().update_name("grpc");
             }
             self.span.record("rpc.response.status_code", status);
         } else if let Some((_, short)) = &self.parts {
@@ -317,16 +317,24 @@ impl Call {
         if self.names.experimental {
             self.span.record("rpc.grpc.status_code", code);
         }
-        self.span
-            .set_attribute("service_telemetry.rpc.messages.sent", self.sent as i64);
-        self.span.set_attribute(
-            "service_telemetry.rpc.messages.received",
-            self.received as i64,
+        crate::spans::set_attribute(
+            &self.span,
+            KeyValue::new("service_telemetry.rpc.messages.sent", self.sent as i64),
+        );
+        crate::spans::set_attribute(
+            &self.span,
+            KeyValue::new(
+                "service_telemetry.rpc.messages.received",
+                self.received as i64,
+            ),
         );
         if self.message_spans_dropped > 0 {
-            self.span.set_attribute(
-                "service_telemetry.rpc.message_spans.dropped",
-                self.message_spans_dropped as i64,
+            crate::spans::set_attribute(
+                &self.span,
+                KeyValue::new(
+                    "service_telemetry.rpc.message_spans.dropped",
+                    self.message_spans_dropped as i64,
+                ),
             );
         }
         let failed = match self.side {
@@ -461,6 +469,12 @@ fn start_call<B>(request: &Request<B>, side: Side, target: Option<&ServerTarget>
     } else {
         "grpc"
     };
+    // The remote parent is current while the span opens (see the HTTP server layer).
+    let remote_parent = Some(side)
+        .filter(|side| *side == Side::Server)
+        .map(|_| crate::propagation::extract_headers(request.headers()))
+        .filter(|parent| parent.span().span_context().is_valid())
+        .map(opentelemetry::Context::attach);
     let span = tracing::info_span!(
         target: TARGET,
         "gRPC call",
@@ -481,6 +495,7 @@ fn start_call<B>(request: &Request<B>, side: Side, target: Option<&ServerTarget>
         network.peer.address = Empty,
         network.peer.port = Empty,
     );
+    drop(remote_parent);
     // rpc-spans.md: network.peer.* is recommended; only a server knows its peer's socket.
     if let Some(peer) = semconv::peer_address(request).filter(|_| side == Side::Server) {
         span.record("network.peer.address", peer.ip().to_string().as_str());
@@ -500,12 +515,6 @@ fn start_call<B>(request: &Request<B>, side: Side, target: Option<&ServerTarget>
         span.record("rpc.system", "grpc");
         if let Some((service, _)) = &parts {
             span.record("rpc.service", service.as_str());
-        }
-    }
-    if side == Side::Server {
-        let parent = crate::propagation::extract_headers(request.headers());
-        if parent.span().span_context().is_valid() {
-            let _ = span.set_parent(parent);
         }
     }
     let started = Instant::now();

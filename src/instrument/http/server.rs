@@ -15,7 +15,6 @@ use tower_layer::Layer;
 use tower_service::Service;
 use tracing::Span;
 use tracing::field::Empty;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::instrument::TARGET;
 use crate::instrument::body::{InstrumentedBody, Observer, Unobserved};
@@ -206,6 +205,12 @@ where
         let peer_ip = peer.map(|p| p.ip().to_string());
         let client = semconv::client_address(&request).or_else(|| peer_ip.clone());
         let quiet = self.probes.is_quiet(&path);
+        // The remote parent is current while the span opens, so that whichever layer builds
+        // the OpenTelemetry span (it may do so at once) takes it as the parent.
+        let remote_parent = (!quiet)
+            .then(|| crate::propagation::extract_headers(request.headers()))
+            .filter(|parent| parent.span().span_context().is_valid())
+            .map(opentelemetry::Context::attach);
         let span = if quiet {
             Span::none()
         } else {
@@ -233,12 +238,7 @@ where
             otel.status_code = Empty,
             )
         };
-        if !quiet {
-            let parent = crate::propagation::extract_headers(request.headers());
-            if parent.span().span_context().is_valid() {
-                let _ = span.set_parent(parent);
-            }
-        }
+        drop(remote_parent);
         semconv::instruments()
             .server_active
             .add(1, &active_attributes(method, scheme));
@@ -322,9 +322,7 @@ where
                 exchange.error = Some(text.clone());
                 exchange.span.record("error.type", "_OTHER");
                 exchange.span.record("otel.status_code", "ERROR");
-                exchange
-                    .span
-                    .set_status(opentelemetry::trace::Status::error(text));
+                crate::spans::set_status(&exchange.span, opentelemetry::trace::Status::error(text));
                 exchange.finish(false);
                 Err(e)
             }
