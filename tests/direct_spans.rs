@@ -124,8 +124,8 @@ fn workload() -> HeaderMap {
             .await
             .expect("body");
     });
-    let headers = received.lock().unwrap().clone();
-    headers
+    let headers = received.lock().unwrap();
+    headers.clone()
 }
 
 /// What must match between the two layers, with parents and links named, not numbered.
