@@ -122,6 +122,16 @@ fn http_server(c: &mut Criterion) {
     };
     let made = bench_requests(&mut group, "ours", &runtime, &traced, &settle);
     Tally::ours_spans("ours", made, &scoped).check(true);
+    drop(scoped);
+
+    let scoped = common::ours_with(common::Export::Traces, &[], |builder| {
+        builder.direct_spans()
+    });
+    let settle = || {
+        let _ = scoped.telemetry().flush();
+    };
+    let made = bench_requests(&mut group, "ours_direct_spans", &runtime, &traced, &settle);
+    Tally::ours_spans("ours_direct_spans", made, &scoped).check(true);
     group.finish();
 }
 
@@ -238,6 +248,16 @@ fn http_client(c: &mut Criterion) {
     };
     let made = bench_calls(&mut group, "ours", &runtime, &traced, &settle);
     Tally::ours_spans("client ours", made, &scoped).check(true);
+    drop(scoped);
+
+    let scoped = common::ours_with(common::Export::Traces, &[], |builder| {
+        builder.direct_spans()
+    });
+    let settle = || {
+        let _ = scoped.telemetry().flush();
+    };
+    let made = bench_calls(&mut group, "ours_direct_spans", &runtime, &traced, &settle);
+    Tally::ours_spans("client ours_direct_spans", made, &scoped).check(true);
     group.finish();
 }
 

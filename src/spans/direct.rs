@@ -45,7 +45,8 @@ pub(crate) struct DirectSpan {
 
 thread_local! {
     /// The contexts made current by entering direct spans on this thread, innermost last.
-    static ENTERED: RefCell<Vec<(Id, ContextGuard)>> = const { RefCell::new(Vec::new()) };
+    /// With whether each span is recorded, so that exiting one that is not needs no lookup.
+    static ENTERED: RefCell<Vec<(Id, ContextGuard, bool)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The layer. `exportable` says which spans it builds (the others stay `tracing`-only).
@@ -146,14 +147,18 @@ where
     }
 
     fn on_enter(&self, id: &Id, ctx: LayerContext<'_, S>) {
-        let Some(cx) = context_in(id, &ctx) else {
+        let Some(span) = ctx.span(id) else { return };
+        let extensions = span.extensions();
+        let Some(direct) = extensions.get::<DirectSpan>() else {
             return;
         };
+        let (cx, recording) = (direct.cx.clone(), direct.recording);
+        drop(extensions);
         let guard = cx.attach();
         // A thread being torn down has no stack to keep the guard on; it drops here.
         let _ = ENTERED.try_with(|entered| {
             if let Ok(mut entered) = entered.try_borrow_mut() {
-                entered.push((id.clone(), guard));
+                entered.push((id.clone(), guard, recording));
             }
         });
     }
@@ -164,18 +169,17 @@ where
                 let mut entered = entered.try_borrow_mut().ok()?;
                 let at = entered
                     .iter()
-                    .rposition(|(entered_id, _)| entered_id == id)?;
-                Some(entered.remove(at).1)
+                    .rposition(|(entered_id, _, _)| entered_id == id)?;
+                let (_, guard, recording) = entered.remove(at);
+                Some((guard, recording))
             })
             .ok()
             .flatten();
-        let Some(guard) = guard else { return };
-        if let Some(span) = ctx.span(id) {
-            if let Some(direct) = span
-                .extensions()
-                .get::<DirectSpan>()
-                .filter(|d| d.recording)
-            {
+        let Some((guard, recording)) = guard else {
+            return;
+        };
+        if let Some(span) = ctx.span(id).filter(|_| recording) {
+            if let Some(direct) = span.extensions().get::<DirectSpan>() {
                 direct
                     .exited_at
                     .store(nanos_since_epoch(SystemTime::now()), Ordering::Relaxed);
