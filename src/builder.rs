@@ -578,6 +578,7 @@ pub(crate) fn subscriber(
     let tracer = if pipelines.traces_exported {
         crate::propagation::RandomFlagTracer::new(
             pipelines.tracer_provider.tracer("service-telemetry"),
+            crate::export::sdk_sampler(config.sampler),
         )
     } else {
         crate::propagation::RandomFlagTracer::minting(crate::export::sdk_sampler(config.sampler))

@@ -33,8 +33,12 @@ pub(crate) struct RandomFlagTracer(Source);
 
 #[derive(Clone, Debug)]
 enum Source {
-    /// Spans are exported: the SDK builds them.
-    Sdk(SdkTracer),
+    /// Spans are exported: the SDK builds them, except those it would drop under a valid,
+    /// not-sampled parent, which `dropped` mints (when there is one).
+    Sdk {
+        tracer: SdkTracer,
+        dropped: Option<Arc<Minter>>,
+    },
     /// Nothing exports spans: contexts are minted and no SDK span is built.
     Mint(Arc<Minter>),
 }
@@ -48,8 +52,18 @@ struct Minter {
 }
 
 impl RandomFlagTracer {
-    pub(crate) fn new(tracer: SdkTracer) -> Self {
-        RandomFlagTracer(Source::Sdk(tracer))
+    /// `sampler` is the provider's. The SDK's tracer clones itself into every span it makes,
+    /// dropped ones included; a span under a not-sampled parent is decided here first, and
+    /// one the sampler drops is minted instead (the same ids, flags and state, see
+    /// [`Minter::span_context`]).
+    pub(crate) fn new(tracer: SdkTracer, sampler: Sampler) -> Self {
+        RandomFlagTracer(Source::Sdk {
+            tracer,
+            dropped: Some(Arc::new(Minter {
+                sampler,
+                ids: RandomIdGenerator::default(),
+            })),
+        })
     }
 
     /// Export is off: the spans only give log lines and propagation their context, so the
@@ -66,7 +80,7 @@ impl RandomFlagTracer {
 impl RandomFlagTracer {
     /// Whether spans are built for export (otherwise only their contexts are minted).
     pub(crate) fn builds_spans(&self) -> bool {
-        matches!(self.0, Source::Sdk(_))
+        matches!(self.0, Source::Sdk { .. })
     }
 }
 
@@ -74,8 +88,17 @@ impl Minter {
     /// The SDK tracer's `build_with_context` (0.33) up to the sampling decision: the same ids,
     /// the parent's trace id when it has a valid one, and the same flags for each decision.
     fn span_context(&self, builder: &SpanBuilder, parent_cx: &Context) -> SpanContext {
+        self.decide(builder, parent_cx).0
+    }
+
+    /// [`Self::span_context`] with the sampler's decision.
+    fn decide(
+        &self,
+        builder: &SpanBuilder,
+        parent_cx: &Context,
+    ) -> (SpanContext, SamplingDecision) {
         if parent_cx.is_telemetry_suppressed() {
-            return SpanContext::empty_context();
+            return (SpanContext::empty_context(), SamplingDecision::Drop);
         }
         let parent = parent_cx.span();
         let parent = Some(parent.span_context()).filter(|sc| sc.is_valid());
@@ -95,7 +118,10 @@ impl Minter {
             SamplingDecision::RecordOnly => parent_flags.with_sampled(false),
             SamplingDecision::Drop => TraceFlags::default(),
         };
-        SpanContext::new(trace_id, span_id, flags, false, result.trace_state)
+        (
+            SpanContext::new(trace_id, span_id, flags, false, result.trace_state),
+            result.decision,
+        )
     }
 }
 
@@ -165,8 +191,19 @@ impl Tracer for RandomFlagTracer {
                 let minted = mint.span_context(&builder, parent_cx);
                 RandomFlagSpan::Minted(with_flags(&minted, random).unwrap_or(minted))
             }
-            Source::Sdk(sdk) => {
-                let inner = sdk.build_with_context(builder, parent_cx);
+            Source::Sdk { tracer, dropped } => {
+                if let Some(minter) = dropped
+                    .as_ref()
+                    .filter(|_| parent.is_valid() && !parent.is_sampled())
+                {
+                    let (minted, decision) = minter.decide(&builder, parent_cx);
+                    if decision == SamplingDecision::Drop {
+                        return RandomFlagSpan::Minted(
+                            with_flags(&minted, random).unwrap_or(minted),
+                        );
+                    }
+                }
+                let inner = tracer.build_with_context(builder, parent_cx);
                 let context = with_flags(inner.span_context(), random);
                 RandomFlagSpan::Sdk { inner, context }
             }
@@ -289,7 +326,11 @@ mod tests {
             .with_sampler(sampler)
             .with_simple_exporter(exporter.clone())
             .build();
-        (RandomFlagTracer::new(provider.tracer("test")), exporter)
+        let tracer = RandomFlagTracer(Source::Sdk {
+            tracer: provider.tracer("test"),
+            dropped: None,
+        });
+        (tracer, exporter)
     }
 
     fn remote(flags: u8) -> Context {
@@ -309,6 +350,59 @@ mod tests {
     /// The contexts export-off mints are the ones the SDK's tracer hands out, ids apart:
     /// validity, trace id inheritance, flags for every decision, trace state, and none when
     /// telemetry is suppressed.
+    /// Under a not-sampled parent the exporting tracer decides first and mints what the
+    /// sampler drops; what it hands out must be what the SDK would have built.
+    #[test]
+    fn spans_dropped_under_unsampled_parents_are_minted_as_the_sdk_would_build_them() {
+        let samplers = || {
+            [
+                Sampler::AlwaysOn,
+                Sampler::AlwaysOff,
+                Sampler::TraceIdRatioBased(0.5),
+                Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+                Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(0.5))),
+            ]
+        };
+        let local_not_sampled = Context::new().with_span(
+            RandomFlagTracer::minting(Sampler::AlwaysOff)
+                .build_with_context(SpanBuilder::from_name("parent"), &Context::new()),
+        );
+        assert!(!local_not_sampled.span().span_context().is_remote());
+        let parents = [
+            remote(0x00),
+            remote(0x02),
+            remote(0x01),
+            local_not_sampled,
+            remote(0x00).with_telemetry_suppressed(),
+        ];
+        for (sampler, same) in samplers().into_iter().zip(samplers()) {
+            let label = format!("{sampler:?}");
+            let (full, _) = tracer(sampler);
+            let provider = SdkTracerProvider::builder()
+                .with_sampler(same.clone())
+                .build();
+            let fast = RandomFlagTracer::new(provider.tracer("test"), same);
+            for parent in &parents {
+                let built = full.build_with_context(SpanBuilder::from_name("s"), parent);
+                let decided = fast.build_with_context(SpanBuilder::from_name("s"), parent);
+                let (b, d) = (built.span_context(), decided.span_context());
+                assert_eq!(b.is_valid(), d.is_valid(), "{label} {parent:?}");
+                assert_eq!(
+                    built.is_recording(),
+                    decided.is_recording(),
+                    "{label} {parent:?}"
+                );
+                if !b.is_valid() {
+                    continue;
+                }
+                assert_eq!(b.trace_id(), d.trace_id(), "{label}");
+                assert_eq!(b.trace_flags(), d.trace_flags(), "{label} {parent:?}");
+                assert_eq!(b.trace_state(), d.trace_state(), "{label}");
+                assert!(!d.is_remote());
+            }
+        }
+    }
+
     #[test]
     fn minted_contexts_are_the_ones_the_sdk_would_hand_out() {
         use opentelemetry::trace::TraceState;
