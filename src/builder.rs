@@ -348,7 +348,8 @@ impl TelemetryBuilder {
     ///   `context()` answers an empty context, and `set_parent`, `add_link`, `set_attribute`
     ///   and `set_status` are ignored. Third-party middleware that propagates through
     ///   `context()` then sends no `traceparent`. Use [`crate::propagation::context_of`] for
-    ///   the context, and record attributes and status as span fields (declare them with
+    ///   the context and [`crate::spans::SpanTelemetryExt`] for attributes and status (both
+    ///   work under either layer), or record them as span fields (declared with
     ///   `tracing::field::Empty`; `otel.status_code = "ERROR"` sets the status).
     /// - A span's parent and kind are fixed when it opens. To give a span a remote parent, make
     ///   that context current while the span is created

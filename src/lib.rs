@@ -14,7 +14,7 @@ mod metrics;
 pub mod propagation;
 mod resource;
 pub mod shutdown;
-mod spans;
+pub mod spans;
 mod telemetry;
 
 pub use builder::{ScopedTelemetry, TelemetryBuilder};

@@ -394,3 +394,43 @@ fn the_sampler_decides_at_creation_and_propagation_keeps_the_not_sampled_trace()
         .expect("the line");
     assert_eq!(line["span_id"], own.span_id().to_string());
 }
+
+/// `SpanTelemetryExt` reaches the OpenTelemetry span under either layer, where
+/// `OpenTelemetrySpanExt` reaches only tracing-opentelemetry's.
+#[test]
+fn span_telemetry_ext_sets_attributes_and_status_under_either_layer() {
+    use opentelemetry::KeyValue;
+    use opentelemetry::trace::Status;
+    use service_telemetry::spans::SpanTelemetryExt as _;
+    for direct in [false, true] {
+        let (scoped, spans, _) = telemetry(direct, |b| b);
+        let span = tracing::info_span!("charge");
+        span.set_otel_attribute(KeyValue::new("payment.provider", "acme"));
+        span.set_otel_status(Status::error("card declined"));
+        let own = span.otel_context().span().span_context().clone();
+        drop(span);
+        let exported = exported(&scoped, &spans);
+        let charge = exported
+            .iter()
+            .find(|s| s.name == "charge")
+            .expect("charge");
+        assert_eq!(
+            charge.span_context.span_id(),
+            own.span_id(),
+            "direct: {direct}"
+        );
+        assert_eq!(
+            charge.status,
+            Status::error("card declined"),
+            "direct: {direct}"
+        );
+        assert!(
+            charge
+                .attributes
+                .iter()
+                .any(|kv| kv.key.as_str() == "payment.provider" && kv.value.as_str() == "acme"),
+            "direct: {direct}: {:?}",
+            charge.attributes
+        );
+    }
+}
