@@ -118,6 +118,16 @@ fn ours_with(
     transport: Transport,
     extra: &[(&'static str, &str)],
 ) -> ScopedTelemetry {
+    ours_built(collector, transport, extra, |builder| builder)
+}
+
+/// [`ours_with`], the builder further configured by `configure`.
+fn ours_built(
+    collector: &Collector,
+    transport: Transport,
+    extra: &[(&'static str, &str)],
+    configure: fn(service_telemetry::TelemetryBuilder) -> service_telemetry::TelemetryBuilder,
+) -> ScopedTelemetry {
     let mut env: Vec<(&'static str, String)> = vec![
         ("OTEL_ENABLED", "true".into()),
         (
@@ -136,11 +146,13 @@ fn ours_with(
         ("OTEL_LOGS_EXPORTER", "none".into()),
     ];
     env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
-    Telemetry::builder()
-        .with_writer(Discard)
-        .without_panic_hook()
-        .env_lookup(move |k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
-        .set_default()
+    configure(
+        Telemetry::builder()
+            .with_writer(Discard)
+            .without_panic_hook()
+            .env_lookup(move |k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())),
+    )
+    .set_default()
 }
 
 /// The setup the opentelemetry-otlp and tracing-opentelemetry docs show.
@@ -346,14 +358,25 @@ fn throughput(c: &mut Criterion, collector: &Collector) {
     let mut group = c.benchmark_group("export_throughput");
     group.sample_size(10);
     group.throughput(Throughput::Elements(BATCH));
-    for transport in [Transport::Grpc, Transport::Http] {
-        let scoped = ours(collector, transport);
+    let variants: [(&str, fn(service_telemetry::TelemetryBuilder) -> _); 2] = [
+        ("service_telemetry", |builder| builder),
+        (
+            "service_telemetry_direct_spans",
+            service_telemetry::TelemetryBuilder::direct_spans,
+        ),
+    ];
+    for (variant, transport) in variants
+        .into_iter()
+        .flat_map(|v| [Transport::Grpc, Transport::Http].map(|t| (v, t)))
+    {
+        let (variant, configure) = variant;
+        let scoped = ours_built(collector, transport, &[], configure);
         let telemetry = scoped.telemetry();
         let capacity = telemetry.config().traces.batch.max_queue_size as u64;
         let cpu_before = process_cpu();
         let exported_before = telemetry.export_stats().traces.exported;
         group.bench_function(
-            BenchmarkId::new("service_telemetry", transport.name()),
+            BenchmarkId::new(variant, transport.name()),
             |b| {
                 b.iter_custom(|iters| {
                     let started = Instant::now();
@@ -377,7 +400,7 @@ fn throughput(c: &mut Criterion, collector: &Collector) {
         let exported = stats.exported - exported_before;
         let cpu = process_cpu().saturating_sub(cpu_before);
         eprintln!(
-            "export_throughput {}: {} spans exported, {} dropped, {} failed; service CPU {:.2} s = {:.2} us per exported span",
+            "export_throughput {variant} {}: {} spans exported, {} dropped, {} failed; service CPU {:.2} s = {:.2} us per exported span",
             transport.name(),
             exported,
             stats.dropped,
