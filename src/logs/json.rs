@@ -262,7 +262,11 @@ where
             return;
         }
     }
-    let mut tail = fields.tail.take().map(|(_, tail)| tail).unwrap_or_default();
+    // Sized for the leaf's part twice (`span`, and last in `spans`) and as much again for its
+    // ancestors: grown from empty it would reallocate a handful of times per new span.
+    let mut tail = fields.tail.take().map(|(_, tail)| tail).unwrap_or_else(|| {
+        String::with_capacity(4 * (fields.rendered.len() + leaf.name().len() + 16))
+    });
     tail.clear();
     write_span_tail(&mut tail, leaf, Some(&fields.rendered));
     out.push_str(&tail);
