@@ -375,27 +375,24 @@ fn throughput(c: &mut Criterion, collector: &Collector) {
         let capacity = telemetry.config().traces.batch.max_queue_size as u64;
         let cpu_before = process_cpu();
         let exported_before = telemetry.export_stats().traces.exported;
-        group.bench_function(
-            BenchmarkId::new(variant, transport.name()),
-            |b| {
-                b.iter_custom(|iters| {
-                    let started = Instant::now();
-                    let target = telemetry.export_stats().traces.exported + iters * BATCH;
-                    let mut created = 0;
-                    while created < iters * BATCH {
-                        spans(64);
-                        created += 64;
-                        while telemetry.export_stats().traces.queued > capacity * 3 / 4 {
-                            std::thread::sleep(Duration::from_micros(50));
-                        }
+        group.bench_function(BenchmarkId::new(variant, transport.name()), |b| {
+            b.iter_custom(|iters| {
+                let started = Instant::now();
+                let target = telemetry.export_stats().traces.exported + iters * BATCH;
+                let mut created = 0;
+                while created < iters * BATCH {
+                    spans(64);
+                    created += 64;
+                    while telemetry.export_stats().traces.queued > capacity * 3 / 4 {
+                        std::thread::sleep(Duration::from_micros(50));
                     }
-                    while telemetry.export_stats().traces.exported < target {
-                        std::thread::sleep(Duration::from_micros(200));
-                    }
-                    started.elapsed()
-                })
-            },
-        );
+                }
+                while telemetry.export_stats().traces.exported < target {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                started.elapsed()
+            })
+        });
         let stats = telemetry.export_stats().traces;
         let exported = stats.exported - exported_before;
         let cpu = process_cpu().saturating_sub(cpu_before);

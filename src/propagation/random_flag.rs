@@ -347,9 +347,6 @@ mod tests {
         span.span_context().trace_flags().to_u8()
     }
 
-    /// The contexts export-off mints are the ones the SDK's tracer hands out, ids apart:
-    /// validity, trace id inheritance, flags for every decision, trace state, and none when
-    /// telemetry is suppressed.
     /// Under a not-sampled parent the exporting tracer decides first and mints what the
     /// sampler drops; what it hands out must be what the SDK would have built.
     #[test]
@@ -403,6 +400,9 @@ mod tests {
         }
     }
 
+    /// The contexts export-off mints are the ones the SDK's tracer hands out, ids apart:
+    /// validity, trace id inheritance, flags for every decision, trace state, and none when
+    /// telemetry is suppressed.
     #[test]
     fn minted_contexts_are_the_ones_the_sdk_would_hand_out() {
         use opentelemetry::trace::TraceState;

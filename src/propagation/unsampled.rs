@@ -6,8 +6,6 @@
 //! nearest built ancestor, also where the span is entered without that ancestor (a spawned
 //! task instrumented with it).
 
-use std::cell::RefCell;
-
 use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry::{Context, ContextGuard};
 use tracing::Subscriber;
@@ -15,6 +13,8 @@ use tracing::span::{Attributes, Id};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context as LayerContext;
 use tracing_subscriber::registry::LookupSpan;
+
+use crate::spans::entered::Entered;
 
 /// Whether the current context holds a valid local span that the sampler dropped. A remote
 /// parent alone (current while a server span opens) does not count: the span it parents is
@@ -33,7 +33,7 @@ struct OpenedUnder(Context);
 thread_local! {
     /// Skipped spans entered on this thread, innermost last, with the guard of the context
     /// entering made current (none when it already was).
-    static ENTERED: RefCell<Vec<(Id, Option<ContextGuard>)>> = const { RefCell::new(Vec::new()) };
+    static ENTERED: Entered<Option<ContextGuard>> = const { Entered::new() };
 }
 
 /// Installed after the OpenTelemetry layer when skipping is opted in. `skipped` is the
@@ -68,26 +68,11 @@ where
         });
         let cx = (!current).then(|| cx.clone());
         drop(extensions);
-        let guard = cx.map(Context::attach);
-        // A thread being torn down has no stack to keep the guard on; it drops here.
-        let _ = ENTERED.try_with(|entered| {
-            if let Ok(mut entered) = entered.try_borrow_mut() {
-                entered.push((id.clone(), guard));
-            }
-        });
+        crate::spans::entered::push(&ENTERED, id, cx.map(Context::attach));
     }
 
     fn on_exit(&self, id: &Id, _: LayerContext<'_, S>) {
-        let guard = ENTERED
-            .try_with(|entered| {
-                let mut entered = entered.try_borrow_mut().ok()?;
-                let at = entered
-                    .iter()
-                    .rposition(|(entered_id, _)| entered_id == id)?;
-                entered.remove(at).1
-            })
-            .ok()
-            .flatten();
+        let guard = crate::spans::entered::take(&ENTERED, id).flatten();
         // Dropped outside the borrow: detaching may run code that logs.
         drop(guard);
     }

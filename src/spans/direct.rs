@@ -10,7 +10,6 @@
 //! is not recorded (sampled out, or export off) never has its fields turned into attributes.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -25,6 +24,7 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context as LayerContext;
 use tracing_subscriber::registry::LookupSpan;
 
+use super::entered::Entered;
 use crate::propagation::RandomFlagTracer;
 
 const NAME_FIELD: &str = "otel.name";
@@ -44,9 +44,9 @@ pub(crate) struct DirectSpan {
 }
 
 thread_local! {
-    /// The contexts made current by entering direct spans on this thread, innermost last.
-    /// With whether each span is recorded, so that exiting one that is not needs no lookup.
-    static ENTERED: RefCell<Vec<(Id, ContextGuard, bool)>> = const { RefCell::new(Vec::new()) };
+    /// The contexts made current by entering direct spans on this thread, with whether each
+    /// span is recorded, so that exiting one that is not needs no lookup.
+    static ENTERED: Entered<(ContextGuard, bool)> = const { Entered::new() };
 }
 
 /// The layer. `exportable` says which spans it builds (the others stay `tracing`-only).
@@ -154,28 +154,11 @@ where
         };
         let (cx, recording) = (direct.cx.clone(), direct.recording);
         drop(extensions);
-        let guard = cx.attach();
-        // A thread being torn down has no stack to keep the guard on; it drops here.
-        let _ = ENTERED.try_with(|entered| {
-            if let Ok(mut entered) = entered.try_borrow_mut() {
-                entered.push((id.clone(), guard, recording));
-            }
-        });
+        super::entered::push(&ENTERED, id, (cx.attach(), recording));
     }
 
     fn on_exit(&self, id: &Id, ctx: LayerContext<'_, S>) {
-        let guard = ENTERED
-            .try_with(|entered| {
-                let mut entered = entered.try_borrow_mut().ok()?;
-                let at = entered
-                    .iter()
-                    .rposition(|(entered_id, _, _)| entered_id == id)?;
-                let (_, guard, recording) = entered.remove(at);
-                Some((guard, recording))
-            })
-            .ok()
-            .flatten();
-        let Some((guard, recording)) = guard else {
+        let Some((guard, recording)) = super::entered::take(&ENTERED, id) else {
             return;
         };
         if let Some(span) = ctx.span(id).filter(|_| recording) {

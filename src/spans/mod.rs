@@ -20,6 +20,7 @@
 //! ```
 
 pub(crate) mod direct;
+pub(crate) mod entered;
 mod values;
 
 use opentelemetry::trace::{Status, TraceContextExt as _};
