@@ -126,7 +126,7 @@ fn ours_built(
     collector: &Collector,
     transport: Transport,
     extra: &[(&'static str, &str)],
-    configure: fn(service_telemetry::TelemetryBuilder) -> service_telemetry::TelemetryBuilder,
+    configure: Configure,
 ) -> ScopedTelemetry {
     let mut env: Vec<(&'static str, String)> = vec![
         ("OTEL_ENABLED", "true".into()),
@@ -354,11 +354,14 @@ fn flush(c: &mut Criterion, collector: &Collector) {
 
 const BATCH: u64 = 20_000;
 
+/// Builder options of a variant of its own.
+type Configure = fn(service_telemetry::TelemetryBuilder) -> service_telemetry::TelemetryBuilder;
+
 fn throughput(c: &mut Criterion, collector: &Collector) {
     let mut group = c.benchmark_group("export_throughput");
     group.sample_size(10);
     group.throughput(Throughput::Elements(BATCH));
-    let variants: [(&str, fn(service_telemetry::TelemetryBuilder) -> _); 2] = [
+    let variants: [(&str, Configure); 2] = [
         ("service_telemetry", |builder| builder),
         (
             "service_telemetry_direct_spans",
