@@ -165,8 +165,11 @@ pub(crate) fn build(
     };
 
     let traces_exported = custom.spans.is_some() || config.exports(Signal::Traces);
+    // The crate's tracer samples each span before the SDK does, on ids this generator then
+    // hands the SDK (`RandomFlagTracer::new`).
     let mut traces = SdkTracerProvider::builder()
         .with_sampler(sdk_sampler(config.sampler))
+        .with_id_generator(crate::propagation::DecidedIds::default())
         .with_resource(resource.clone());
     // The tracer provider exists even with nothing to export: it mints the ids of log lines.
     if let Some(add) = custom.spans {

@@ -36,7 +36,7 @@ mod unsampled;
 pub(crate) use random_flag::current_tracer;
 #[cfg(any(feature = "sqlx", feature = "redis"))]
 pub(crate) use random_flag::with_current_tracer;
-pub(crate) use random_flag::{CurrentTracer, RandomFlagTracer, mark_random_root};
+pub(crate) use random_flag::{CurrentTracer, DecidedIds, RandomFlagTracer, mark_random_root};
 pub(crate) use unsampled::{SkippedSpans, under_unsampled_parent};
 
 /// Installs the propagators as the global one (the SDK's default global is a no-op).

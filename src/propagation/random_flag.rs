@@ -10,17 +10,23 @@
 //! generator, so every local root qualifies. The exported copy of a root gets the flag in
 //! [`mark_random_root`] (the recorded span keeps the SDK's own context). With export off it
 //! builds no SDK span at all and mints the context as the SDK would ([`RandomFlagTracer::minting`]).
+//!
+//! With export on, the tracer decides first too: the sampler runs on ids drawn here, a span it
+//! drops is only minted, and the SDK builds a kept one with those same ids ([`DecidedIds`],
+//! the provider's id generator), so it reaches the same decision.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use opentelemetry::trace::{
-    Span as _, SpanBuilder, SpanContext, SpanKind, Status, TraceContextExt as _, TraceFlags, Tracer,
+    Span as _, SpanBuilder, SpanContext, SpanId, SpanKind, Status, TraceContextExt as _,
+    TraceFlags, TraceId, Tracer,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{
-    IdGenerator as _, RandomIdGenerator, Sampler, SamplingDecision, SdkTracer, ShouldSample as _,
+    IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, SdkTracer, ShouldSample as _,
     SpanData,
 };
 
@@ -33,11 +39,11 @@ pub(crate) struct RandomFlagTracer(Source);
 
 #[derive(Clone, Debug)]
 enum Source {
-    /// Spans are exported: the SDK builds them, except those it would drop under a valid,
-    /// not-sampled parent, which `dropped` mints (when there is one).
+    /// Spans are exported: `decided` (when there is one) runs the sampler first and mints
+    /// the spans it drops; the SDK builds the others, with the ids `decided` drew.
     Sdk {
         tracer: SdkTracer,
-        dropped: Option<Arc<Minter>>,
+        decided: Option<Arc<Minter>>,
     },
     /// Nothing exports spans: contexts are minted and no SDK span is built.
     Mint(Arc<Minter>),
@@ -52,14 +58,15 @@ struct Minter {
 }
 
 impl RandomFlagTracer {
-    /// `sampler` is the provider's. The SDK's tracer clones itself into every span it makes,
-    /// dropped ones included; a span under a not-sampled parent is decided here first, and
-    /// one the sampler drops is minted instead (the same ids, flags and state, see
-    /// [`Minter::span_context`]).
+    /// `sampler` is the provider's, and the provider's id generator must be [`DecidedIds`].
+    /// The SDK's tracer clones itself into every span it makes, dropped ones included, so
+    /// each span is decided here first: one the sampler drops is minted instead (the same
+    /// flags and state, see [`Minter::span_context`]), and the SDK builds a kept one on the
+    /// ids drawn for the decision.
     pub(crate) fn new(tracer: SdkTracer, sampler: Sampler) -> Self {
         RandomFlagTracer(Source::Sdk {
             tracer,
-            dropped: Some(Arc::new(Minter {
+            decided: Some(Arc::new(Minter {
                 sampler,
                 ids: RandomIdGenerator::default(),
             })),
@@ -74,13 +81,6 @@ impl RandomFlagTracer {
             sampler,
             ids: RandomIdGenerator::default(),
         })))
-    }
-}
-
-impl RandomFlagTracer {
-    /// Whether spans are built for export (otherwise only their contexts are minted).
-    pub(crate) fn builds_spans(&self) -> bool {
-        matches!(self.0, Source::Sdk { .. })
     }
 }
 
@@ -125,6 +125,54 @@ impl Minter {
     }
 }
 
+thread_local! {
+    /// The ids [`RandomFlagTracer`] decided a span on, while the SDK builds that span; each is
+    /// taken when the SDK draws it, so nothing the build runs afterwards gets it again.
+    static DECIDED_TRACE_ID: Cell<Option<TraceId>> = const { Cell::new(None) };
+    static DECIDED_SPAN_ID: Cell<Option<SpanId>> = const { Cell::new(None) };
+}
+
+/// The tracer provider's id generator: the SDK's random ids, except for a span
+/// [`RandomFlagTracer`] has already sampled, which gets the ids the sampler saw, so that the
+/// SDK's own sampling (the same sampler, the same ids) agrees.
+#[derive(Debug, Default)]
+pub(crate) struct DecidedIds(RandomIdGenerator);
+
+impl IdGenerator for DecidedIds {
+    fn new_trace_id(&self) -> TraceId {
+        DECIDED_TRACE_ID
+            .with(Cell::take)
+            .unwrap_or_else(|| self.0.new_trace_id())
+    }
+
+    fn new_span_id(&self) -> SpanId {
+        DECIDED_SPAN_ID
+            .with(Cell::take)
+            .unwrap_or_else(|| self.0.new_span_id())
+    }
+}
+
+/// Builds `builder` with the SDK's tracer on the ids of `decided` (a child's trace id is its
+/// parent's, never drawn: cleared after the build, even one that unwinds).
+fn build_on(
+    tracer: &SdkTracer,
+    builder: SpanBuilder,
+    parent_cx: &Context,
+    decided: &SpanContext,
+) -> opentelemetry_sdk::trace::Span {
+    struct Clear;
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            DECIDED_TRACE_ID.with(|cell| cell.set(None));
+            DECIDED_SPAN_ID.with(|cell| cell.set(None));
+        }
+    }
+    let _clear = Clear;
+    DECIDED_TRACE_ID.with(|cell| cell.set(Some(decided.trace_id())));
+    DECIDED_SPAN_ID.with(|cell| cell.set(Some(decided.span_id())));
+    tracer.build_with_context(builder, parent_cx)
+}
+
 /// The tracer behind the current subscriber's spans, found through the dispatcher, for the
 /// spans the crate builds with the OpenTelemetry API (gRPC message spans): under
 /// `TelemetryBuilder::set_default` the global tracer is not the one the subscriber exports to.
@@ -167,6 +215,16 @@ pub(crate) enum RandomFlagSpan {
 }
 
 impl RandomFlagSpan {
+    /// `parent` with this span as its span. A span that records nothing is kept as its bare
+    /// context: the same answers through `TraceContextExt::span`, without boxing the whole
+    /// span behind a lock that nobody would take.
+    pub(crate) fn into_context(self, parent: &Context) -> Context {
+        match self {
+            RandomFlagSpan::Minted(context) => parent.with_remote_span_context(context),
+            RandomFlagSpan::Sdk { .. } => parent.with_span(self),
+        }
+    }
+
     fn recorded(&mut self) -> Option<&mut opentelemetry_sdk::trace::Span> {
         match self {
             RandomFlagSpan::Sdk { inner, .. } => Some(inner),
@@ -179,6 +237,20 @@ impl Tracer for RandomFlagTracer {
     type Span = RandomFlagSpan;
 
     fn build_with_context(&self, builder: SpanBuilder, parent_cx: &Context) -> RandomFlagSpan {
+        self.start_kept(builder, parent_cx, |_| {})
+    }
+}
+
+impl RandomFlagTracer {
+    /// [`Tracer::build_with_context`], with `kept` completing the builder (attributes) only
+    /// for a span that will be recorded: a dropped one never pays for them. The crate's
+    /// samplers are the specification's built-in ones, which read no attribute.
+    pub(crate) fn start_kept(
+        &self,
+        mut builder: SpanBuilder,
+        parent_cx: &Context,
+        kept: impl FnOnce(&mut SpanBuilder),
+    ) -> RandomFlagSpan {
         let parent = parent_cx.span();
         let parent = parent.span_context();
         let random = if parent.is_valid() {
@@ -191,19 +263,23 @@ impl Tracer for RandomFlagTracer {
                 let minted = mint.span_context(&builder, parent_cx);
                 RandomFlagSpan::Minted(with_flags(&minted, random).unwrap_or(minted))
             }
-            Source::Sdk { tracer, dropped } => {
-                if let Some(minter) = dropped
-                    .as_ref()
-                    .filter(|_| parent.is_valid() && !parent.is_sampled())
-                {
-                    let (minted, decision) = minter.decide(&builder, parent_cx);
-                    if decision == SamplingDecision::Drop {
-                        return RandomFlagSpan::Minted(
-                            with_flags(&minted, random).unwrap_or(minted),
-                        );
+            Source::Sdk { tracer, decided } => {
+                let inner = match decided {
+                    Some(minter) => {
+                        let (minted, decision) = minter.decide(&builder, parent_cx);
+                        if decision == SamplingDecision::Drop {
+                            return RandomFlagSpan::Minted(
+                                with_flags(&minted, random).unwrap_or(minted),
+                            );
+                        }
+                        kept(&mut builder);
+                        build_on(tracer, builder, parent_cx, &minted)
                     }
-                }
-                let inner = tracer.build_with_context(builder, parent_cx);
+                    None => {
+                        kept(&mut builder);
+                        tracer.build_with_context(builder, parent_cx)
+                    }
+                };
                 let context = with_flags(inner.span_context(), random);
                 RandomFlagSpan::Sdk { inner, context }
             }
@@ -328,7 +404,7 @@ mod tests {
             .build();
         let tracer = RandomFlagTracer(Source::Sdk {
             tracer: provider.tracer("test"),
-            dropped: None,
+            decided: None,
         });
         (tracer, exporter)
     }
@@ -347,10 +423,23 @@ mod tests {
         span.span_context().trace_flags().to_u8()
     }
 
-    /// Under a not-sampled parent the exporting tracer decides first and mints what the
-    /// sampler drops; what it hands out must be what the SDK would have built.
+    /// The exporting tracer as the crate builds it: deciding first, over a provider that
+    /// takes its ids from [`DecidedIds`].
+    fn deciding(sampler: Sampler) -> (RandomFlagTracer, SdkTracerProvider) {
+        let provider = SdkTracerProvider::builder()
+            .with_sampler(sampler.clone())
+            .with_id_generator(DecidedIds::default())
+            .build();
+        (
+            RandomFlagTracer::new(provider.tracer("test"), sampler),
+            provider,
+        )
+    }
+
+    /// The exporting tracer decides first and mints what the sampler drops; what it hands
+    /// out must be what the SDK would have built, kept or dropped, under any parent.
     #[test]
-    fn spans_dropped_under_unsampled_parents_are_minted_as_the_sdk_would_build_them() {
+    fn spans_decided_first_are_the_ones_the_sdk_would_build() {
         let samplers = || {
             [
                 Sampler::AlwaysOn,
@@ -369,16 +458,14 @@ mod tests {
             remote(0x00),
             remote(0x02),
             remote(0x01),
+            remote(0x03),
             local_not_sampled,
             remote(0x00).with_telemetry_suppressed(),
         ];
         for (sampler, same) in samplers().into_iter().zip(samplers()) {
             let label = format!("{sampler:?}");
             let (full, _) = tracer(sampler);
-            let provider = SdkTracerProvider::builder()
-                .with_sampler(same.clone())
-                .build();
-            let fast = RandomFlagTracer::new(provider.tracer("test"), same);
+            let (fast, _provider) = deciding(same);
             for parent in &parents {
                 let built = full.build_with_context(SpanBuilder::from_name("s"), parent);
                 let decided = fast.build_with_context(SpanBuilder::from_name("s"), parent);
@@ -398,6 +485,56 @@ mod tests {
                 assert!(!d.is_remote());
             }
         }
+    }
+
+    /// A root is sampled once, on the ids it keeps: the SDK, sampling again, must see the
+    /// ids the crate's tracer decided on, or a ratio would apply twice (a quarter kept, not
+    /// half). Every kept span was recorded by the SDK under the same ids.
+    #[test]
+    fn a_kept_root_is_built_on_the_ids_it_was_sampled_on() {
+        let ratio = || Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(0.5)));
+        let (tracer, provider) = deciding(ratio());
+        let roots = 4000;
+        let mut kept = 0;
+        for _ in 0..roots {
+            let span = tracer.build_with_context(SpanBuilder::from_name("root"), &Context::new());
+            let context = span.span_context().clone();
+            let decision = ratio()
+                .should_sample(
+                    None,
+                    context.trace_id(),
+                    "root",
+                    &SpanKind::Internal,
+                    &[],
+                    &[],
+                )
+                .decision;
+            assert_eq!(
+                span.is_recording(),
+                decision == SamplingDecision::RecordAndSample,
+                "{context:?}"
+            );
+            assert_eq!(context.is_sampled(), span.is_recording());
+            if span.is_recording() {
+                kept += 1;
+            }
+        }
+        assert!(
+            (1600..2400).contains(&kept),
+            "{kept} of {roots} roots kept at a ratio of 0.5"
+        );
+        // A kept child draws no trace id; the one set for it must not reach the next root
+        // the SDK builds on its own.
+        let child = tracer.build_with_context(SpanBuilder::from_name("child"), &remote(0x01));
+        assert!(child.is_recording());
+        let own = provider
+            .tracer("own")
+            .build_with_context(SpanBuilder::from_name("own"), &Context::new());
+        assert_ne!(
+            own.span_context().trace_id(),
+            child.span_context().trace_id()
+        );
+        assert_ne!(own.span_context().span_id(), child.span_context().span_id());
     }
 
     /// The contexts export-off mints are the ones the SDK's tracer hands out, ids apart:

@@ -13,9 +13,7 @@ use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use opentelemetry::trace::{
-    Span as _, SpanBuilder, SpanKind, Status, TraceContextExt as _, Tracer as _,
-};
+use opentelemetry::trace::{Span as _, SpanBuilder, SpanKind, Status, TraceContextExt as _};
 use opentelemetry::{Context, ContextGuard, Key, KeyValue, StringValue, Value};
 use tracing::Subscriber;
 use tracing::field::{Field, Visit};
@@ -52,7 +50,6 @@ thread_local! {
 /// The layer. `exportable` says which spans it builds (the others stay `tracing`-only).
 pub(crate) struct DirectSpans {
     tracer: RandomFlagTracer,
-    builds_spans: bool,
     exportable: fn(&tracing::Metadata<'_>) -> bool,
 }
 
@@ -61,11 +58,7 @@ impl DirectSpans {
         tracer: RandomFlagTracer,
         exportable: fn(&tracing::Metadata<'_>) -> bool,
     ) -> Self {
-        DirectSpans {
-            builds_spans: tracer.builds_spans(),
-            tracer,
-            exportable,
-        }
+        DirectSpans { tracer, exportable }
     }
 }
 
@@ -85,8 +78,8 @@ where
         let mut builder =
             SpanBuilder::from_name(specials.name.take().unwrap_or(Cow::Borrowed(meta.name())));
         builder.span_kind = specials.kind;
-        if self.builds_spans {
-            // Sized once for everything recorded now; the location is known before sampling.
+        let mut otel = self.tracer.start_kept(builder, &parent, |builder| {
+            // Sized once for everything recorded now.
             let mut attributes = Vec::with_capacity(attrs.fields().len() + 2);
             if let Some(file) = meta.file() {
                 attributes.push(KeyValue::new("code.file.path", file));
@@ -95,8 +88,7 @@ where
                 attributes.push(KeyValue::new("code.line.number", i64::from(line)));
             }
             builder.attributes = Some(attributes);
-        }
-        let mut otel = self.tracer.build_with_context(builder, &parent);
+        });
         if otel.is_recording() {
             // Straight into the span still owned here: no lock, no intermediate vector.
             attrs.record(&mut Fields(|attribute| otel.set_attribute(attribute)));
@@ -105,7 +97,7 @@ where
             }
         }
         let recording = otel.is_recording();
-        let cx = parent.with_span(otel);
+        let cx = otel.into_context(&parent);
         // Inserted last: nothing above may run while the extensions are locked, since the SDK
         // can log, and a log line looks the current span up.
         span.extensions_mut().insert(DirectSpan {

@@ -132,7 +132,7 @@ impl DbSpan {
                 .with_kind(SpanKind::Client)
                 .with_attributes(attributes.take().unwrap_or_default())
                 .start_with_context(tracer, &parent);
-            parent.with_span(span)
+            span.into_context(&parent)
         });
         if let Some(cx) = direct {
             return DbSpan::Direct(cx);
