@@ -259,18 +259,13 @@ impl RandomFlagTracer {
             true
         };
         match &self.0 {
-            Source::Mint(mint) => {
-                let minted = mint.span_context(&builder, parent_cx);
-                RandomFlagSpan::Minted(with_flags(&minted, random).unwrap_or(minted))
-            }
+            Source::Mint(mint) => minted_with_flags(mint.span_context(&builder, parent_cx), random),
             Source::Sdk { tracer, decided } => {
                 let inner = match decided {
                     Some(minter) => {
                         let (minted, decision) = minter.decide(&builder, parent_cx);
                         if decision == SamplingDecision::Drop {
-                            return RandomFlagSpan::Minted(
-                                with_flags(&minted, random).unwrap_or(minted),
-                            );
+                            return minted_with_flags(minted, random);
                         }
                         kept(&mut builder);
                         build_on(tracer, builder, parent_cx, &minted)
@@ -285,6 +280,11 @@ impl RandomFlagTracer {
             }
         }
     }
+}
+
+/// A span that records nothing, under `context` with the `random` flag as given.
+fn minted_with_flags(context: SpanContext, random: bool) -> RandomFlagSpan {
+    RandomFlagSpan::Minted(with_flags(&context, random).unwrap_or(context))
 }
 
 /// The context with `random` as given and `sampled` as the SDK decided; `None` when that is
@@ -489,7 +489,7 @@ mod tests {
 
     /// A root is sampled once, on the ids it keeps: the SDK, sampling again, must see the
     /// ids the crate's tracer decided on, or a ratio would apply twice (a quarter kept, not
-    /// half). Every kept span was recorded by the SDK under the same ids.
+    /// half). Each span's fate is the ratio's decision on the trace id it carries.
     #[test]
     fn a_kept_root_is_built_on_the_ids_it_was_sampled_on() {
         let ratio = || Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(0.5)));
