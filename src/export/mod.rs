@@ -8,9 +8,17 @@ mod accounting;
 mod bounded;
 mod closing;
 mod console;
+#[cfg(feature = "grpc")]
+mod grpc_spans;
+#[cfg(feature = "http")]
+mod http_spans;
 mod log_bridge;
 mod otlp;
+#[cfg(any(feature = "grpc", feature = "http"))]
+mod otlp_wire;
 mod pipeline;
+#[cfg(any(feature = "grpc", feature = "http"))]
+mod span_encoder;
 #[cfg(feature = "tls")]
 mod tls;
 
@@ -356,10 +364,10 @@ pub(crate) fn sdk_sampler(sampler: Sampler) -> opentelemetry_sdk::trace::Sampler
 }
 
 #[cfg(any(feature = "grpc", feature = "http"))]
-/// Builds the OTLP exporter `$exporter` (an opentelemetry-otlp exporter type) for `$config`,
-/// as `Result<OnRuntime<$exporter>, String>`.
+/// Builds the OTLP exporter `$exporter` for `$config`, as `Result<OnRuntime<$exporter>, String>`:
+/// by `$grpc` (inside the export runtime) or by `$http`.
 macro_rules! otlp_exporter {
-    ($exporter:ty, $config:expr, $handle:expr, $closing:expr) => {{
+    ($exporter:ty, $grpc:path, $http:path, $config:expr, $handle:expr, $closing:expr) => {{
         let config: &SignalConfig = $config;
         let handle: Option<&Handle> = $handle;
         let closing: &Closing = $closing;
@@ -371,16 +379,7 @@ macro_rules! otlp_exporter {
                     let handle = handle.ok_or_else(|| "no export runtime for gRPC".to_owned())?;
                     // tonic spawns its connection task on the runtime current at build time.
                     let _entered = handle.enter();
-                    let build = |retries| {
-                        otlp::tonic(
-                            <$exporter>::builder().with_tonic(),
-                            config,
-                            tls.as_ref(),
-                            retries,
-                        )
-                        .build()
-                        .map_err(|e| e.to_string())
-                    };
+                    let build = |retries| $grpc(config, tls.as_ref(), retries);
                     let exporters = Exporters::build(closing, build)?;
                     Ok(OnRuntime::new(
                         exporters,
@@ -392,11 +391,7 @@ macro_rules! otlp_exporter {
                 Protocol::HttpProtobuf => {
                     let _ = handle;
                     let client = otlp::http_client(config, tls)?;
-                    let build = |retries| {
-                        otlp::http(<$exporter>::builder().with_http(), config, &client, retries)
-                            .build()
-                            .map_err(|e| e.to_string())
-                    };
+                    let build = |retries| $http(config, &client, retries);
                     let exporters = Exporters::build(closing, build)?;
                     Ok(OnRuntime::passthrough(exporters))
                 }
@@ -416,7 +411,7 @@ macro_rules! otlp_exporter {
 /// Adds the OTLP exporter (accounted, behind an admission check) and the console exporter of
 /// one signal to its provider builder; returns whether any was added.
 macro_rules! add_exporters {
-    ($name:ident, $builder:ty, $signal:expr, $exporter:ty, $add:ident) => {
+    ($name:ident, $builder:ty, $signal:expr, $exporter:ty, $grpc:path, $http:path, $add:ident) => {
         fn $name(
             mut builder: $builder,
             config: &SignalConfig,
@@ -430,8 +425,14 @@ macro_rules! add_exporters {
             if config.otlp {
                 #[cfg(any(feature = "grpc", feature = "http"))]
                 {
-                    let built: Result<OnRuntime<$exporter>, String> =
-                        otlp_exporter!($exporter, config, transport.handle, transport.closing);
+                    let built: Result<OnRuntime<$exporter>, String> = otlp_exporter!(
+                        $exporter,
+                        $grpc,
+                        $http,
+                        config,
+                        transport.handle,
+                        transport.closing
+                    );
                     match built {
                         Ok(exporter) => {
                             let ledger = Ledger::new(
@@ -551,11 +552,83 @@ fn with_metrics(
     builder.with_reader(reader)
 }
 
+// Each signal's exporter for each transport. Spans go through the crate's own encoder and
+// exporters (`grpc_spans`, `http_spans`); metrics and logs through opentelemetry-otlp's.
+
+#[cfg(feature = "grpc")]
+fn grpc_span_exporter(
+    config: &SignalConfig,
+    tls: Option<&otlp::TlsMaterial>,
+    retries: otlp::Retries,
+) -> Result<otlp::SpanTransport, String> {
+    grpc_spans::GrpcSpanExporter::new(config, tls, retries).map(otlp::SpanTransport::Grpc)
+}
+
+#[cfg(feature = "grpc")]
+fn grpc_metric_exporter(
+    config: &SignalConfig,
+    tls: Option<&otlp::TlsMaterial>,
+    retries: otlp::Retries,
+) -> Result<opentelemetry_otlp::MetricExporter, String> {
+    let builder = opentelemetry_otlp::MetricExporter::builder().with_tonic();
+    otlp::tonic(builder, config, tls, retries)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(feature = "grpc")]
+fn grpc_log_exporter(
+    config: &SignalConfig,
+    tls: Option<&otlp::TlsMaterial>,
+    retries: otlp::Retries,
+) -> Result<opentelemetry_otlp::LogExporter, String> {
+    let builder = opentelemetry_otlp::LogExporter::builder().with_tonic();
+    otlp::tonic(builder, config, tls, retries)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(feature = "http")]
+fn http_span_exporter(
+    config: &SignalConfig,
+    client: &otlp::HttpClient,
+    retries: otlp::Retries,
+) -> Result<otlp::SpanTransport, String> {
+    http_spans::HttpSpanExporter::new(config, client.0.clone(), retries)
+        .map(otlp::SpanTransport::Http)
+}
+
+#[cfg(feature = "http")]
+fn http_metric_exporter(
+    config: &SignalConfig,
+    client: &otlp::HttpClient,
+    retries: otlp::Retries,
+) -> Result<opentelemetry_otlp::MetricExporter, String> {
+    let builder = opentelemetry_otlp::MetricExporter::builder().with_http();
+    otlp::http(builder, config, client, retries)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(feature = "http")]
+fn http_log_exporter(
+    config: &SignalConfig,
+    client: &otlp::HttpClient,
+    retries: otlp::Retries,
+) -> Result<opentelemetry_otlp::LogExporter, String> {
+    let builder = opentelemetry_otlp::LogExporter::builder().with_http();
+    otlp::http(builder, config, client, retries)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
 add_exporters!(
     add_traces,
     TracerProviderBuilder,
     Signal::Traces,
-    opentelemetry_otlp::SpanExporter,
+    otlp::SpanTransport,
+    grpc_span_exporter,
+    http_span_exporter,
     with_spans
 );
 add_exporters!(
@@ -563,6 +636,8 @@ add_exporters!(
     MeterProviderBuilder,
     Signal::Metrics,
     opentelemetry_otlp::MetricExporter,
+    grpc_metric_exporter,
+    http_metric_exporter,
     with_metrics
 );
 add_exporters!(
@@ -570,5 +645,7 @@ add_exporters!(
     LoggerProviderBuilder,
     Signal::Logs,
     opentelemetry_otlp::LogExporter,
+    grpc_log_exporter,
+    http_log_exporter,
     with_logs
 );

@@ -116,10 +116,9 @@ where
 }
 
 /// The HTTP client of one signal's exporters, built once so that the running and the final
-/// exporter share its connections. `None` leaves the SDK's default client (a build without
-/// TLS support).
+/// exporter share its connections.
 #[cfg(feature = "http")]
-pub(crate) struct HttpClient(#[cfg(feature = "tls")] reqwest::blocking::Client);
+pub(crate) struct HttpClient(pub(crate) reqwest::blocking::Client);
 
 #[cfg(feature = "http")]
 pub(crate) fn http_client(
@@ -132,8 +131,85 @@ pub(crate) fn http_client(
     return super::tls::blocking_client(tls, config.export_timeout()).map(HttpClient);
     #[cfg(not(feature = "tls"))]
     {
-        let _ = (config, tls);
-        Ok(HttpClient())
+        let _ = tls;
+        let timeout = config.export_timeout();
+        off_runtime(move || {
+            reqwest::blocking::Client::builder()
+                .timeout(timeout)
+                .build()
+                .map_err(|e| format!("cannot build the OTLP/HTTP client: {e}"))
+        })
+        .map(HttpClient)
+    }
+}
+
+/// Runs `build` on a thread of its own: a blocking reqwest client starts (and, on drop, stops)
+/// a runtime of its own, which panics on a thread that is already inside one, as `init` may be.
+#[cfg(feature = "http")]
+pub(crate) fn off_runtime<T: Send + 'static>(
+    build: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    std::thread::Builder::new()
+        .name("otlp-http-client".into())
+        .spawn(build)
+        .map_err(|e| format!("cannot start a thread to build the OTLP/HTTP client: {e}"))?
+        .join()
+        .map_err(|_| "building the OTLP/HTTP client panicked".to_owned())?
+}
+
+/// The crate's OTLP span exporter of either transport ([`super::grpc_spans`],
+/// [`super::http_spans`]).
+#[cfg(any(feature = "grpc", feature = "http"))]
+#[derive(Debug)]
+pub(crate) enum SpanTransport {
+    #[cfg(feature = "grpc")]
+    Grpc(super::grpc_spans::GrpcSpanExporter),
+    #[cfg(feature = "http")]
+    Http(super::http_spans::HttpSpanExporter),
+}
+
+#[cfg(any(feature = "grpc", feature = "http"))]
+impl opentelemetry_sdk::trace::SpanExporter for SpanTransport {
+    async fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        match self {
+            #[cfg(feature = "grpc")]
+            SpanTransport::Grpc(e) => e.export(batch).await,
+            #[cfg(feature = "http")]
+            SpanTransport::Http(e) => e.export(batch).await,
+        }
+    }
+
+    fn shutdown_with_timeout(
+        &self,
+        timeout: std::time::Duration,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        match self {
+            #[cfg(feature = "grpc")]
+            SpanTransport::Grpc(e) => e.shutdown_with_timeout(timeout),
+            #[cfg(feature = "http")]
+            SpanTransport::Http(e) => e.shutdown_with_timeout(timeout),
+        }
+    }
+
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        match self {
+            #[cfg(feature = "grpc")]
+            SpanTransport::Grpc(e) => e.force_flush(),
+            #[cfg(feature = "http")]
+            SpanTransport::Http(e) => e.force_flush(),
+        }
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        match self {
+            #[cfg(feature = "grpc")]
+            SpanTransport::Grpc(e) => e.set_resource(resource),
+            #[cfg(feature = "http")]
+            SpanTransport::Http(e) => e.set_resource(resource),
+        }
     }
 }
 
@@ -153,10 +229,7 @@ where
         .with_timeout(config.export_timeout())
         .with_retry_policy(retries.policy())
         .with_headers(headers);
-    #[cfg(feature = "tls")]
     let builder = builder.with_http_client(client.0.clone());
-    #[cfg(not(feature = "tls"))]
-    let _ = client;
     match compression(config) {
         Some(c) => builder.with_compression(c),
         None => builder,

@@ -122,12 +122,7 @@ pub(crate) fn blocking_client(
             .build()
             .map_err(|e| format!("cannot build the OTLP/HTTP client: {e}"))
     };
-    std::thread::Builder::new()
-        .name("otlp-http-client".into())
-        .spawn(build)
-        .map_err(|e| format!("cannot start a thread to build the OTLP/HTTP client: {e}"))?
-        .join()
-        .map_err(|_| "building the OTLP/HTTP client panicked".to_owned())?
+    super::otlp::off_runtime(build)
 }
 
 #[cfg(test)]
