@@ -8,16 +8,21 @@
 //! - `flush_2000_spans`: time for a flush to deliver 2000 queued spans.
 //! - `export_throughput`: spans per second sustained to the collector with the default queue,
 //!   the producer backing off when the queue is three quarters full, so nothing is dropped;
-//!   the service-side CPU per exported span (all threads of this process, from
-//!   `/proc/self/stat`) is printed after each variant.
+//!   after each variant it prints what was created, exported and dropped, and the CPU per
+//!   exported span over the timed iterations (every thread of this process, from
+//!   `/proc/self/task/*/schedstat`), split into the producing thread and the rest (the batch
+//!   processor, the encoding, the HTTP client or tonic).
 //!
 //! Run with `cargo bench --bench export`. Without the collector installed it says so and
 //! measures nothing.
 
 mod common;
 
+use std::cell::Cell;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::Discard;
@@ -159,7 +164,40 @@ fn ours_built(
 struct HandWritten {
     provider: opentelemetry_sdk::trace::SdkTracerProvider,
     dispatch: Dispatch,
+    /// Spans its exporter delivered (the SDK alone keeps no count).
+    exported: Arc<AtomicU64>,
     _runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// opentelemetry-otlp's exporter, counting what it delivered; the count is all the bench adds.
+#[derive(Debug)]
+struct Counted<E> {
+    inner: E,
+    exported: Arc<AtomicU64>,
+}
+
+impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanExporter
+    for Counted<E>
+{
+    async fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        let n = batch.len() as u64;
+        let result = self.inner.export(batch).await;
+        if result.is_ok() {
+            self.exported.fetch_add(n, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.inner.set_resource(resource)
+    }
 }
 
 fn hand_written(collector: &Collector, transport: Transport) -> HandWritten {
@@ -192,8 +230,12 @@ fn hand_written(collector: &Collector, transport: Transport) -> HandWritten {
             None,
         ),
     };
+    let exported = Arc::new(AtomicU64::new(0));
     let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
+        .with_batch_exporter(Counted {
+            inner: exporter,
+            exported: exported.clone(),
+        })
         .build();
     let dispatch = Dispatch::new(
         tracing_subscriber::registry()
@@ -207,6 +249,7 @@ fn hand_written(collector: &Collector, transport: Transport) -> HandWritten {
     HandWritten {
         provider,
         dispatch,
+        exported,
         _runtime: runtime,
     }
 }
@@ -218,19 +261,114 @@ fn spans(n: usize) {
     }
 }
 
-/// User plus system CPU time of this whole process.
-fn process_cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<u64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    // The kernel reports clock ticks, 100 per second on every Linux configuration we run.
-    Duration::from_millis(fields.iter().sum::<u64>() * 10)
+/// CPU time of every thread of this process and of the calling thread, from the scheduler's
+/// per-thread accounting (nanoseconds, where `/proc/self/stat` counts 10 ms ticks).
+fn thread_cpu() -> (Duration, Duration) {
+    let run_time = |path: std::path::PathBuf| -> u64 {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let all = std::fs::read_dir("/proc/self/task")
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .map(|task| run_time(task.path().join("schedstat")))
+                .sum()
+        })
+        .unwrap_or(0);
+    (Duration::from_nanos(all), own_cpu())
+}
+
+fn own_cpu() -> Duration {
+    let run_time = std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    Duration::from_nanos(run_time)
+}
+
+const BATCH: u64 = 20_000;
+
+/// Builder options of a variant of its own.
+type Configure = fn(service_telemetry::TelemetryBuilder) -> service_telemetry::TelemetryBuilder;
+
+/// What a variant's pipeline tells the producer.
+struct Pipeline<'a> {
+    /// Spans delivered so far.
+    exported: &'a dyn Fn() -> u64,
+    /// Spans waiting in the queue, given how many were created.
+    queued: &'a dyn Fn(u64) -> u64,
+    capacity: u64,
+}
+
+/// Totals over the timed iterations only (criterion's warm-up and analysis left out).
+#[derive(Default, Clone, Copy)]
+struct Timed {
+    created: u64,
+    exported: u64,
+    all_threads: Duration,
+    /// The producing thread's CPU while creating spans.
+    creating: Duration,
+    /// The producing thread's CPU in all (creating, and pacing itself to the queue).
+    producer: Duration,
+}
+
+/// Creates `iters * BATCH` spans on this thread, pausing while the queue is three quarters
+/// full so that nothing is dropped, and waits until they are delivered.
+fn sustain(iters: u64, pipeline: &Pipeline<'_>, timed: &Cell<Timed>) -> Duration {
+    let (all_before, mine_before) = thread_cpu();
+    let exported_before = (pipeline.exported)();
+    let started = Instant::now();
+    let mut totals = timed.get();
+    let target = exported_before + iters * BATCH;
+    let mut created = 0;
+    let mut creating = Duration::ZERO;
+    while created < iters * BATCH {
+        let before = own_cpu();
+        spans(64);
+        creating += own_cpu().saturating_sub(before);
+        created += 64;
+        while (pipeline.queued)(totals.created + created) > pipeline.capacity * 3 / 4 {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+    // A pipeline that lost spans never reaches the target: give up once it stops moving.
+    let (mut last, mut moved) = ((pipeline.exported)(), Instant::now());
+    while last < target && moved.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_micros(200));
+        let now = (pipeline.exported)();
+        if now != last {
+            (last, moved) = (now, Instant::now());
+        }
+    }
+    let elapsed = started.elapsed();
+    let (all_after, mine_after) = thread_cpu();
+    totals.created += created;
+    totals.exported += (pipeline.exported)() - exported_before;
+    totals.all_threads += all_after.saturating_sub(all_before);
+    totals.producer += mine_after.saturating_sub(mine_before);
+    totals.creating += creating;
+    timed.set(totals);
+    elapsed
+}
+
+fn report(variant: &str, transport: Transport, timed: Timed, dropped: u64, failed: u64) {
+    let per_span = |d: Duration| d.as_secs_f64() * 1e6 / timed.exported.max(1) as f64;
+    let export = timed.all_threads.saturating_sub(timed.producer);
+    eprintln!(
+        "export_throughput {variant} {}: {} spans created, {} exported, {dropped} dropped, {failed} failed; \
+         CPU per exported span: {:.2} us creating it (producing thread) + {:.2} us exporting it (every other thread) = {:.2} us; \
+         the producer's pacing took {:.2} us more",
+        transport.name(),
+        timed.created,
+        timed.exported,
+        per_span(timed.creating),
+        per_span(export),
+        per_span(timed.creating + export),
+        per_span(timed.producer.saturating_sub(timed.creating)),
+    );
 }
 
 fn init(c: &mut Criterion, collector: &Collector) {
@@ -352,15 +490,30 @@ fn flush(c: &mut Criterion, collector: &Collector) {
     group.finish();
 }
 
-const BATCH: u64 = 20_000;
-
-/// Builder options of a variant of its own.
-type Configure = fn(service_telemetry::TelemetryBuilder) -> service_telemetry::TelemetryBuilder;
-
 fn throughput(c: &mut Criterion, collector: &Collector) {
     let mut group = c.benchmark_group("export_throughput");
     group.sample_size(10);
     group.throughput(Throughput::Elements(BATCH));
+    for transport in [Transport::Grpc, Transport::Http] {
+        let setup = hand_written(collector, transport);
+        let exported = || setup.exported.load(Ordering::Relaxed);
+        let pipeline = Pipeline {
+            exported: &exported,
+            queued: &|created| created.saturating_sub(exported()),
+            // The SDK's default queue.
+            capacity: 2048,
+        };
+        let timed = Cell::new(Timed::default());
+        tracing::dispatcher::with_default(&setup.dispatch, || {
+            group.bench_function(BenchmarkId::new("hand_written", transport.name()), |b| {
+                b.iter_custom(|iters| sustain(iters, &pipeline, &timed))
+            });
+        });
+        let timed = timed.get();
+        let dropped = timed.created.saturating_sub(timed.exported);
+        report("hand_written", transport, timed, dropped, 0);
+        let _ = setup.provider.shutdown();
+    }
     let variants: [(&str, Configure); 2] = [
         ("service_telemetry", |builder| builder),
         (
@@ -375,39 +528,17 @@ fn throughput(c: &mut Criterion, collector: &Collector) {
         let (variant, configure) = variant;
         let scoped = ours_built(collector, transport, &[], configure);
         let telemetry = scoped.telemetry();
-        let capacity = telemetry.config().traces.batch.max_queue_size as u64;
-        let cpu_before = process_cpu();
-        let exported_before = telemetry.export_stats().traces.exported;
+        let pipeline = Pipeline {
+            exported: &|| telemetry.export_stats().traces.exported,
+            queued: &|_| telemetry.export_stats().traces.queued,
+            capacity: telemetry.config().traces.batch.max_queue_size as u64,
+        };
+        let timed = Cell::new(Timed::default());
         group.bench_function(BenchmarkId::new(variant, transport.name()), |b| {
-            b.iter_custom(|iters| {
-                let started = Instant::now();
-                let target = telemetry.export_stats().traces.exported + iters * BATCH;
-                let mut created = 0;
-                while created < iters * BATCH {
-                    spans(64);
-                    created += 64;
-                    while telemetry.export_stats().traces.queued > capacity * 3 / 4 {
-                        std::thread::sleep(Duration::from_micros(50));
-                    }
-                }
-                while telemetry.export_stats().traces.exported < target {
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-                started.elapsed()
-            })
+            b.iter_custom(|iters| sustain(iters, &pipeline, &timed))
         });
         let stats = telemetry.export_stats().traces;
-        let exported = stats.exported - exported_before;
-        let cpu = process_cpu().saturating_sub(cpu_before);
-        eprintln!(
-            "export_throughput {variant} {}: {} spans exported, {} dropped, {} failed; service CPU {:.2} s = {:.2} us per exported span",
-            transport.name(),
-            exported,
-            stats.dropped,
-            stats.failed,
-            cpu.as_secs_f64(),
-            cpu.as_secs_f64() * 1e6 / exported.max(1) as f64
-        );
+        report(variant, transport, timed.get(), stats.dropped, stats.failed);
         drop(scoped);
     }
     group.finish();
