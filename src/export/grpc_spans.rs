@@ -14,7 +14,6 @@
 //!   has begun, all within the export timeout;
 //! - a partial success in the response is reported as opentelemetry-otlp reports it.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf as _, BufMut as _, Bytes};
@@ -28,8 +27,8 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use super::otlp::{Retries, TlsMaterial};
-use super::otlp_wire::{Backoff, Via, report_partial_success, retry_delay};
-use super::span_encoder::{EncodedResource, encode_request};
+use super::otlp_wire::{Backoff, Via, append_causes, report_partial_success, retry_delay};
+use super::span_encoder::SpanRequests;
 use crate::config::{Compression, SignalConfig};
 
 const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -41,10 +40,7 @@ pub(crate) struct GrpcSpanExporter {
     gzip: bool,
     timeout: Duration,
     max_retries: u32,
-    resource: EncodedResource,
-    /// The last request's size, so the next buffer is allocated once.
-    last_body_len: AtomicUsize,
-    shut_down: AtomicBool,
+    requests: SpanRequests,
 }
 
 impl GrpcSpanExporter {
@@ -91,9 +87,7 @@ impl GrpcSpanExporter {
                 Retries::WhileRunning => 3,
                 Retries::FinalFlush => 0,
             },
-            resource: EncodedResource::default(),
-            last_body_len: AtomicUsize::new(0),
-            shut_down: AtomicBool::new(false),
+            requests: SpanRequests::default(),
         })
     }
 
@@ -166,15 +160,7 @@ fn describe(status: &Status) -> String {
         status.code(),
         status.message()
     );
-    let mut source = std::error::Error::source(status);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
+    append_causes(&mut text, std::error::Error::source(status));
     text
 }
 
@@ -219,12 +205,7 @@ impl Decoder for RawBytes {
 
 impl SpanExporter for GrpcSpanExporter {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        if self.shut_down.load(Ordering::Acquire) {
-            return Err(OTelSdkError::AlreadyShutdown);
-        }
-        let mut body = Vec::with_capacity(self.last_body_len.load(Ordering::Relaxed));
-        encode_request(&mut body, &self.resource, &batch);
-        self.last_body_len.store(body.len(), Ordering::Relaxed);
+        let body = self.requests.encode(&batch)?;
         // The spans' strings are freed here, before the call, not after it.
         drop(batch);
         self.send(Bytes::from(body))
@@ -233,14 +214,11 @@ impl SpanExporter for GrpcSpanExporter {
     }
 
     fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        if self.shut_down.swap(true, Ordering::AcqRel) {
-            return Err(OTelSdkError::AlreadyShutdown);
-        }
-        Ok(())
+        self.requests.shut_down()
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        self.resource = EncodedResource::new(resource);
+        self.requests.set_resource(resource);
     }
 }
 

@@ -13,7 +13,6 @@
 //! - a partial success in the response is reported as opentelemetry-otlp reports it.
 
 use std::io::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -23,8 +22,8 @@ use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 use super::otlp::Retries;
-use super::otlp_wire::{Backoff, Via, report_partial_success};
-use super::span_encoder::{EncodedResource, encode_request};
+use super::otlp_wire::{Backoff, Via, append_causes, report_partial_success};
+use super::span_encoder::SpanRequests;
 use crate::config::{Compression, SignalConfig};
 
 #[derive(Debug)]
@@ -35,10 +34,7 @@ pub(crate) struct HttpSpanExporter {
     gzip: bool,
     timeout: Duration,
     max_retries: u32,
-    resource: EncodedResource,
-    /// The last request's size, so the next buffer is allocated once.
-    last_body_len: AtomicUsize,
-    shut_down: AtomicBool,
+    requests: SpanRequests,
 }
 
 impl HttpSpanExporter {
@@ -82,16 +78,11 @@ impl HttpSpanExporter {
                 Retries::WhileRunning => 3,
                 Retries::FinalFlush => 0,
             },
-            resource: EncodedResource::default(),
-            last_body_len: AtomicUsize::new(0),
-            shut_down: AtomicBool::new(false),
+            requests: SpanRequests::default(),
         })
     }
 
-    fn body(&self, batch: &[SpanData]) -> Result<Bytes, String> {
-        let mut body = Vec::with_capacity(self.last_body_len.load(Ordering::Relaxed));
-        encode_request(&mut body, &self.resource, batch);
-        self.last_body_len.store(body.len(), Ordering::Relaxed);
+    fn gzipped(&self, body: Vec<u8>) -> Result<Bytes, String> {
         if !self.gzip {
             return Ok(body.into());
         }
@@ -144,7 +135,11 @@ impl HttpSpanExporter {
             .body(body)
             .send()
             .map_err(|e| Failure {
-                message: format!("HTTP export failed: {}", error_chain(&e)),
+                message: {
+                    let mut text = format!("HTTP export failed: {e}");
+                    append_causes(&mut text, std::error::Error::source(&e));
+                    text
+                },
                 retryable: true,
                 retry_after: None,
             })?;
@@ -174,42 +169,21 @@ struct Failure {
     retry_after: Option<Duration>,
 }
 
-/// reqwest's own message names only the URL; the cause (refused, timed out, a TLS error) is
-/// in its sources, and the export ledger tells failures apart by it.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 impl SpanExporter for HttpSpanExporter {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        if self.shut_down.load(Ordering::Acquire) {
-            return Err(OTelSdkError::AlreadyShutdown);
-        }
-        let body = self.body(&batch).map_err(OTelSdkError::InternalFailure)?;
+        let body = self.requests.encode(&batch)?;
+        let body = self.gzipped(body).map_err(OTelSdkError::InternalFailure)?;
         // The spans' strings are freed here, before the request, not after it.
         drop(batch);
         self.send(body).map_err(OTelSdkError::InternalFailure)
     }
 
     fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        if self.shut_down.swap(true, Ordering::AcqRel) {
-            return Err(OTelSdkError::AlreadyShutdown);
-        }
-        Ok(())
+        self.requests.shut_down()
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        self.resource = EncodedResource::new(resource);
+        self.requests.set_resource(resource);
     }
 }
 

@@ -43,6 +43,23 @@ fn jitter() -> Duration {
     Duration::from_millis(random % (MAX_JITTER_MS + 1))
 }
 
+/// Appends each cause in `source`'s chain that `text` does not already say. A transport error's
+/// own message often names only the URL; the cause (refused, reset, timed out, a TLS error) is
+/// in its sources, and the export ledger tells failures apart by it.
+pub(crate) fn append_causes(
+    text: &mut String,
+    mut source: Option<&(dyn std::error::Error + 'static)>,
+) {
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+}
+
 /// Which exporter read the response, for the name of the event that reports it.
 #[derive(Clone, Copy)]
 pub(crate) enum Via {

@@ -8,11 +8,13 @@
 //! tests check field by field), including its choices: scopes in order of first appearance,
 //! a status on every span, the span flags' "has is-remote" bit.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceState};
 use opentelemetry::{Array, InstrumentationScope, KeyValue, Value};
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::SpanData;
 
 const VARINT: u8 = 0;
@@ -42,6 +44,39 @@ impl EncodedResource {
             message,
             schema_url: resource.schema_url().unwrap_or_default().to_owned(),
         }
+    }
+}
+
+/// What both span exporters keep between batches: the resource in wire form, the last request's
+/// size (so the next buffer is allocated once), and whether they have been shut down.
+#[derive(Debug, Default)]
+pub(crate) struct SpanRequests {
+    resource: EncodedResource,
+    last_len: AtomicUsize,
+    shut_down: AtomicBool,
+}
+
+impl SpanRequests {
+    /// The request body for `batch`; an error once shut down.
+    pub(crate) fn encode(&self, batch: &[SpanData]) -> Result<Vec<u8>, OTelSdkError> {
+        if self.shut_down.load(Ordering::Acquire) {
+            return Err(OTelSdkError::AlreadyShutdown);
+        }
+        let mut body = Vec::with_capacity(self.last_len.load(Ordering::Relaxed));
+        encode_request(&mut body, &self.resource, batch);
+        self.last_len.store(body.len(), Ordering::Relaxed);
+        Ok(body)
+    }
+
+    pub(crate) fn shut_down(&self) -> OTelSdkResult {
+        if self.shut_down.swap(true, Ordering::AcqRel) {
+            return Err(OTelSdkError::AlreadyShutdown);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn set_resource(&mut self, resource: &Resource) {
+        self.resource = EncodedResource::new(resource);
     }
 }
 
@@ -304,4 +339,4 @@ fn nested(buf: &mut Vec<u8>, field: u32, body: impl FnOnce(&mut Vec<u8>)) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -2,12 +2,8 @@
 //! when it retries, and what its failures say.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
-use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
-};
-use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -17,13 +13,13 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
+use opentelemetry_sdk::trace::SpanExporter as _;
 use tonic::Code;
 
 use super::GrpcSpanExporter;
-use crate::config::Config;
 use crate::export::accounting::error_type_from_text;
 use crate::export::otlp::Retries;
+use crate::export::span_encoder::tests::{three_spans as batch, traces_config};
 
 type Reply = Result<ExportTraceServiceResponse, tonic::Status>;
 
@@ -113,53 +109,14 @@ fn exhausted_retry_soon() -> Reply {
 }
 
 fn exporter(endpoint: &str, extra: &[(&str, &str)], retries: Retries) -> GrpcSpanExporter {
-    let mut vars = vec![
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".to_owned()),
-        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", endpoint.to_owned()),
-    ];
-    vars.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
-    let (config, warnings) = Config::from_lookup(|name| {
-        vars.iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.clone())
-    });
-    assert!(warnings.is_empty(), "{warnings:?}");
-    let mut exporter = GrpcSpanExporter::new(&config.traces, None, retries).expect("exporter");
+    let config = traces_config("grpc", endpoint, extra);
+    let mut exporter = GrpcSpanExporter::new(&config, None, retries).expect("exporter");
     exporter.set_resource(&resource());
     exporter
 }
 
 fn resource() -> Resource {
     Resource::builder_empty().with_service_name("svc").build()
-}
-
-fn batch() -> Vec<SpanData> {
-    let scope = InstrumentationScope::builder("test")
-        .with_version("1")
-        .build();
-    (0..3_u64)
-        .map(|n| SpanData {
-            span_context: SpanContext::new(
-                TraceId::from(0xabc_u128),
-                SpanId::from(n + 1),
-                TraceFlags::SAMPLED,
-                false,
-                TraceState::NONE,
-            ),
-            parent_span_id: SpanId::INVALID,
-            parent_span_is_remote: false,
-            span_kind: SpanKind::Client,
-            name: "GET".into(),
-            start_time: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
-            end_time: UNIX_EPOCH + Duration::from_secs(1_700_000_001),
-            attributes: vec![KeyValue::new("n", n as i64)],
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
-            status: Status::Unset,
-            instrumentation_scope: scope.clone(),
-        })
-        .collect()
 }
 
 async fn export(exporter: &GrpcSpanExporter) -> Result<(), String> {

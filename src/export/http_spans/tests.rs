@@ -5,19 +5,15 @@ use std::future::Future as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
-};
-use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
+use opentelemetry_sdk::trace::SpanExporter as _;
 
 use super::HttpSpanExporter;
-use crate::config::Config;
 use crate::export::accounting::error_type_from_text;
 use crate::export::otlp::Retries;
+use crate::export::span_encoder::tests::{three_spans as batch, traces_config};
 use crate::export::span_encoder::{EncodedResource, encode_request};
 
 #[derive(Debug, Clone)]
@@ -103,50 +99,13 @@ const THROTTLED_30S: &str =
     "HTTP/1.1 429 Too Many Requests\r\nretry-after: 30\r\ncontent-length: 0\r\n\r\n";
 
 fn exporter(endpoint: &str, extra: &[(&str, &str)], retries: Retries) -> HttpSpanExporter {
-    let mut vars = vec![
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".to_owned()),
-        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", endpoint.to_owned()),
-    ];
-    vars.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
-    let (config, warnings) = Config::from_lookup(|name| {
-        vars.iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.clone())
-    });
-    assert!(warnings.is_empty(), "{warnings:?}");
+    let config = traces_config("http/protobuf", endpoint, extra);
     let client = reqwest::blocking::Client::builder()
         .build()
         .expect("client");
-    let mut exporter = HttpSpanExporter::new(&config.traces, client, retries).expect("exporter");
+    let mut exporter = HttpSpanExporter::new(&config, client, retries).expect("exporter");
     exporter.set_resource(&Resource::builder_empty().with_service_name("svc").build());
     exporter
-}
-
-fn batch() -> Vec<SpanData> {
-    let scope = InstrumentationScope::builder("test").build();
-    (0..3_u64)
-        .map(|n| SpanData {
-            span_context: SpanContext::new(
-                TraceId::from(0xabc_u128),
-                SpanId::from(n + 1),
-                TraceFlags::SAMPLED,
-                false,
-                TraceState::NONE,
-            ),
-            parent_span_id: SpanId::INVALID,
-            parent_span_is_remote: false,
-            span_kind: SpanKind::Server,
-            name: "GET /".into(),
-            start_time: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
-            end_time: UNIX_EPOCH + Duration::from_secs(1_700_000_001),
-            attributes: vec![KeyValue::new("n", n as i64)],
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
-            status: Status::Unset,
-            instrumentation_scope: scope.clone(),
-        })
-        .collect()
 }
 
 /// The batch processor's way of calling it: on a plain thread, the future polled to its end

@@ -89,6 +89,43 @@ fn span(name: &'static str, scope: &InstrumentationScope) -> SpanData {
     }
 }
 
+/// The traces configuration for `protocol` and `endpoint` with `extra` variables, from these
+/// alone (no process environment); the exporters' tests build from it.
+pub(crate) fn traces_config(
+    protocol: &str,
+    endpoint: &str,
+    extra: &[(&str, &str)],
+) -> crate::config::SignalConfig {
+    let mut vars = vec![
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", endpoint),
+    ];
+    vars.extend_from_slice(extra);
+    let (config, warnings) = crate::config::Config::from_lookup(|name| {
+        vars.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_owned())
+    });
+    assert!(warnings.is_empty(), "{warnings:?}");
+    config.traces
+}
+
+/// Three plain server spans of one scope: the batch the exporters' tests send.
+pub(crate) fn three_spans() -> Vec<SpanData> {
+    let scope = InstrumentationScope::builder("test")
+        .with_version("1")
+        .build();
+    (0..3_u64)
+        .map(|n| {
+            let mut s = span("GET /", &scope);
+            s.span_context = context(0xabc, n + 1, TraceFlags::SAMPLED, false, TraceState::NONE);
+            s.span_kind = SpanKind::Server;
+            s.attributes = vec![KeyValue::new("n", n as i64)];
+            s
+        })
+        .collect()
+}
+
 fn every_value() -> Vec<KeyValue> {
     vec![
         KeyValue::new("bool.true", true),
