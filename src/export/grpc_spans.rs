@@ -10,11 +10,11 @@
 //! - a retry after `CANCELLED`, `DEADLINE_EXCEEDED`, `ABORTED`, `OUT_OF_RANGE`, `UNAVAILABLE` or
 //!   `DATA_LOSS`, and after `RESOURCE_EXHAUSTED` only when the server's `RetryInfo` says when;
 //!   that delay is waited for; any other status is final;
-//! - the backoff of [`Backoff`], at most 3 retries while running and none once the final flush
+//! - the [`RetrySchedule`]: backoff, at most 3 retries while running and none once the final flush
 //!   has begun, all within the export timeout;
 //! - a partial success in the response is reported as opentelemetry-otlp reports it.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Buf as _, BufMut as _, Bytes};
 use http::uri::PathAndQuery;
@@ -27,7 +27,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use super::otlp::{Retries, TlsMaterial};
-use super::otlp_wire::{Backoff, Via, append_causes, report_partial_success, retry_delay};
+use super::otlp_wire::{RetrySchedule, Via, append_causes, report_partial_success, retry_delay};
 use super::span_encoder::SpanRequests;
 use crate::config::{Compression, SignalConfig};
 
@@ -39,7 +39,7 @@ pub(crate) struct GrpcSpanExporter {
     metadata: MetadataMap,
     gzip: bool,
     timeout: Duration,
-    max_retries: u32,
+    retries: Retries,
     requests: SpanRequests,
 }
 
@@ -83,28 +83,21 @@ impl GrpcSpanExporter {
             metadata,
             gzip: matches!(config.compression, Compression::Gzip),
             timeout: config.export_timeout(),
-            max_retries: match retries {
-                Retries::WhileRunning => 3,
-                Retries::FinalFlush => 0,
-            },
+            retries,
             requests: SpanRequests::default(),
         })
     }
 
     async fn send(&self, body: Bytes) -> Result<(), String> {
-        let started = Instant::now();
-        let mut backoff = Backoff::new();
-        let mut attempt = 0;
+        let mut schedule = RetrySchedule::start(self.retries, self.timeout);
         loop {
-            let remaining = self.timeout.saturating_sub(started.elapsed());
-            let status = match self.send_once(body.clone(), remaining).await {
+            let status = match self.send_once(body.clone(), schedule.remaining()).await {
                 Ok(response) => {
                     report_partial_success(&response, Via::Grpc);
                     return Ok(());
                 }
                 Err(status) => status,
             };
-            let message = describe(&status);
             let asked = retry_delay(status.details());
             let retryable = match status.code() {
                 Code::Cancelled
@@ -116,18 +109,8 @@ impl GrpcSpanExporter {
                 Code::ResourceExhausted => asked.is_some(),
                 _ => false,
             };
-            if !retryable || attempt >= self.max_retries {
-                return Err(message);
-            }
-            attempt += 1;
-            let wait = backoff.pause(asked);
-            if wait >= self.timeout.saturating_sub(started.elapsed()) {
-                return Err(format!(
-                    "{message}; no time left in the {} ms export timeout for retry {attempt}",
-                    self.timeout.as_millis()
-                ));
-            }
-            tokio::time::sleep(wait).await;
+            let pause = schedule.after_failure(describe(&status), retryable, asked)?;
+            tokio::time::sleep(pause).await;
         }
     }
 

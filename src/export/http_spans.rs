@@ -13,7 +13,7 @@
 //! - a partial success in the response is reported as opentelemetry-otlp reports it.
 
 use std::io::Write as _;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use opentelemetry_sdk::Resource;
@@ -22,7 +22,7 @@ use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 use super::otlp::Retries;
-use super::otlp_wire::{Backoff, Via, append_causes, report_partial_success};
+use super::otlp_wire::{RetrySchedule, Via, append_causes, report_partial_success};
 use super::span_encoder::SpanRequests;
 use crate::config::{Compression, SignalConfig};
 
@@ -33,7 +33,7 @@ pub(crate) struct HttpSpanExporter {
     headers: HeaderMap,
     gzip: bool,
     timeout: Duration,
-    max_retries: u32,
+    retries: Retries,
     requests: SpanRequests,
 }
 
@@ -74,10 +74,7 @@ impl HttpSpanExporter {
             headers,
             gzip,
             timeout: config.export_timeout(),
-            max_retries: match retries {
-                Retries::WhileRunning => 3,
-                Retries::FinalFlush => 0,
-            },
+            retries,
             requests: SpanRequests::default(),
         })
     }
@@ -98,31 +95,18 @@ impl HttpSpanExporter {
     }
 
     fn send(&self, body: Bytes) -> Result<(), String> {
-        let started = Instant::now();
-        let mut backoff = Backoff::new();
-        let mut attempt = 0;
+        let mut schedule = RetrySchedule::start(self.retries, self.timeout);
         loop {
-            let remaining = self.timeout.saturating_sub(started.elapsed());
-            let failure = match self.send_once(body.clone(), remaining) {
+            let failure = match self.send_once(body.clone(), schedule.remaining()) {
                 Ok(response) => {
                     report_partial_success(&response, Via::Http);
                     return Ok(());
                 }
                 Err(failure) => failure,
             };
-            if !failure.retryable || attempt >= self.max_retries {
-                return Err(failure.message);
-            }
-            attempt += 1;
-            let wait = backoff.pause(failure.retry_after);
-            if wait >= self.timeout.saturating_sub(started.elapsed()) {
-                return Err(format!(
-                    "{}; no time left in the {} ms export timeout for retry {attempt}",
-                    failure.message,
-                    self.timeout.as_millis()
-                ));
-            }
-            std::thread::sleep(wait);
+            let pause =
+                schedule.after_failure(failure.message, failure.retryable, failure.retry_after)?;
+            std::thread::sleep(pause);
         }
     }
 

@@ -69,6 +69,14 @@ pub(crate) enum Retries {
 
 #[cfg(any(feature = "grpc", feature = "http"))]
 impl Retries {
+    /// The same number for the crate's own span exporters.
+    pub(crate) fn max_retries(self) -> u32 {
+        match self {
+            Retries::WhileRunning => 3,
+            Retries::FinalFlush => 0,
+        }
+    }
+
     fn policy(self) -> opentelemetry_otlp::RetryPolicy {
         match self {
             Retries::WhileRunning => opentelemetry_otlp::RetryPolicy::recommended(),

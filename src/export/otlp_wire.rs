@@ -1,9 +1,11 @@
-//! What the crate's own OTLP exporters share: the retry backoff, and the two things they read
+//! What the crate's own OTLP exporters share: when to retry, and the two things they read
 //! from a collector's protobuf (the partial success of a response, the `RetryInfo` of a gRPC
 //! status), read with a field reader of a few lines rather than generated types.
 
 use std::hash::{BuildHasher, Hasher};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use super::otlp::Retries;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const LONGEST_BACKOFF: Duration = Duration::from_millis(1600);
@@ -12,21 +14,73 @@ const MAX_JITTER_MS: u64 = 100;
 /// only keeps the arithmetic sane.
 const LONGEST_SERVER_DELAY: Duration = Duration::from_secs(600);
 
+/// When one export retries: after a retryable failure, at most [`Retries::max_retries`] times,
+/// pausing as [`Backoff`] says, and never past the export timeout.
+pub(crate) struct RetrySchedule {
+    started: Instant,
+    timeout: Duration,
+    retries_left: u32,
+    retries: u32,
+    backoff: Backoff,
+}
+
+impl RetrySchedule {
+    pub(crate) fn start(retries: Retries, timeout: Duration) -> Self {
+        RetrySchedule {
+            started: Instant::now(),
+            timeout,
+            retries_left: retries.max_retries(),
+            retries: 0,
+            backoff: Backoff::new(),
+        }
+    }
+
+    /// What is left of the export timeout, the bound of the next attempt.
+    pub(crate) fn remaining(&self) -> Duration {
+        self.timeout.saturating_sub(self.started.elapsed())
+    }
+
+    /// The pause before the next attempt after a failure described by `message`, or the
+    /// export's error: the failure is final, no retry is left, or the pause would outlast the
+    /// timeout.
+    pub(crate) fn after_failure(
+        &mut self,
+        message: String,
+        retryable: bool,
+        asked_by_server: Option<Duration>,
+    ) -> Result<Duration, String> {
+        if !retryable || self.retries_left == 0 {
+            return Err(message);
+        }
+        self.retries_left -= 1;
+        self.retries += 1;
+        let pause = self.backoff.pause(asked_by_server);
+        if pause >= self.remaining() {
+            return Err(format!(
+                "{message}; no time left in the {} ms export timeout for retry {}",
+                self.timeout.as_millis(),
+                self.retries
+            ));
+        }
+        Ok(pause)
+    }
+}
+
 /// Exponential backoff from 100 ms to 1.6 s with up to 100 ms of jitter, as opentelemetry-otlp's
 /// recommended policy; a delay the server asks for is waited for instead when it is longer.
-pub(crate) struct Backoff {
+struct Backoff {
     next: Duration,
 }
 
 impl Backoff {
-    pub(crate) fn new() -> Self {
+    fn new() -> Self {
         Backoff {
             next: FIRST_BACKOFF,
         }
     }
 
     /// The pause before the next retry.
-    pub(crate) fn pause(&mut self, asked_by_server: Option<Duration>) -> Duration {
+    fn pause(&mut self, asked_by_server: Option<Duration>) -> Duration {
         let pause = match asked_by_server {
             Some(asked) => asked.min(LONGEST_SERVER_DELAY).max(self.next),
             None => self.next.saturating_add(jitter()),
