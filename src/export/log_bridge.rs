@@ -7,7 +7,9 @@
 //! (field names stay `&'static str`, values go into one reused text buffer), then trades it
 //! under one short lock for an empty recycled slot. A thread of the crate's own turns the
 //! slots into SDK records and emits them into the provider, whose processors (the admission
-//! check, the batch processor) are unchanged. The records are the same as the appender's:
+//! check, then the crate's own batch processor, which exports on this same thread: see
+//! `log_batches`) take them from there; the thread also flushes the provider on the batch
+//! schedule. The records are the same as the appender's:
 //! body, attributes, severity, target, event name, scope and trace context (tested against
 //! it in `tests`).
 //!
@@ -19,7 +21,7 @@ use std::fmt::{self, Write as _};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
 use opentelemetry::trace::{SpanId, TraceContextExt as _, TraceFlags, TraceId};
@@ -277,6 +279,11 @@ struct Converter {
     logger: SdkLogger,
     batch: VecDeque<Slot>,
     emptied: Vec<Slot>,
+    /// Flushed once `delay` has passed since the first record emitted after the last flush:
+    /// the batch processor's timer, run on this thread (see `log_batches`).
+    provider: SdkLoggerProvider,
+    delay: Duration,
+    first_unflushed: Option<Instant>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -311,16 +318,20 @@ impl Shared {
         true
     }
 
-    /// Emits every slot handed over so far into the provider. Returns how many.
-    fn emit_pending(&self) -> usize {
+    /// Emits every slot handed over so far into the provider, and flushes the provider when
+    /// its delay is due. Returns how many were emitted and when the next flush is due.
+    fn emit_pending(&self) -> (usize, Option<Instant>) {
         self.emit_with(lock(&self.emitting))
     }
 
-    fn emit_with(&self, mut converter: MutexGuard<'_, Converter>) -> usize {
+    fn emit_with(&self, mut converter: MutexGuard<'_, Converter>) -> (usize, Option<Instant>) {
         let Converter {
             logger,
             batch,
             emptied,
+            provider,
+            delay,
+            first_unflushed,
         } = &mut *converter;
         std::mem::swap(&mut lock(&self.queue).pending, batch);
         let emitted = batch.len();
@@ -331,11 +342,25 @@ impl Shared {
         }
         // Emptied outside the lock the callers take: while it is held they wait.
         lock(&self.queue).free.append(emptied);
-        emitted
+        let now = Instant::now();
+        if emitted > 0 && first_unflushed.is_none() {
+            *first_unflushed = Some(now);
+        }
+        let due = first_unflushed.map(|first| first + *delay);
+        if due.is_some_and(|due| due <= now) {
+            *first_unflushed = None;
+            let provider = provider.clone();
+            // A guard's flush waiting for this lock need not also wait for this export.
+            drop(converter);
+            // An export's failure is counted in the ledger and reported from there.
+            let _ = provider.force_flush();
+            return (emitted, None);
+        }
+        (emitted, due)
     }
 
     fn run(&self) {
-        let mut emitted = 0;
+        let (mut emitted, mut due) = (0, None::<Instant>);
         loop {
             let mut queue = lock(&self.queue);
             if queue.stopping {
@@ -344,22 +369,34 @@ impl Shared {
             if queue.pending.is_empty() {
                 let asleep = |q: &mut Queue| q.thread != ThreadState::Working && !q.stopping;
                 // Idle waits for the first event, whose caller wakes it; gathering wakes itself.
-                queue = if emitted > 0 {
-                    queue.thread = ThreadState::Gathering;
-                    self.wake
-                        .wait_timeout_while(queue, GATHER, asleep)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0
+                // Either also wakes when the provider's flush is due.
+                queue.thread = if emitted > 0 {
+                    ThreadState::Gathering
                 } else {
-                    queue.thread = ThreadState::Idle;
-                    self.wake
+                    ThreadState::Idle
+                };
+                let until_due = due.map(|due| due.saturating_duration_since(Instant::now()));
+                let timeout = match (emitted > 0, until_due) {
+                    (true, Some(until_due)) => Some(until_due.min(GATHER)),
+                    (true, None) => Some(GATHER),
+                    (false, until_due) => until_due,
+                };
+                queue = match timeout {
+                    Some(timeout) => {
+                        self.wake
+                            .wait_timeout_while(queue, timeout, asleep)
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0
+                    }
+                    None => self
+                        .wake
                         .wait_while(queue, asleep)
-                        .unwrap_or_else(PoisonError::into_inner)
+                        .unwrap_or_else(PoisonError::into_inner),
                 };
                 queue.thread = ThreadState::Working;
             }
             drop(queue);
-            emitted = self.emit_pending();
+            (emitted, due) = self.emit_pending();
         }
     }
 }
@@ -382,11 +419,13 @@ impl fmt::Debug for LogHandoff {
 }
 
 impl LogHandoff {
-    /// Starts the handoff thread for `provider`, holding at most `capacity` events.
+    /// Starts the handoff thread for `provider`, holding at most `capacity` events, and
+    /// flushing the provider `delay` after the first record it has not flushed yet.
     pub(crate) fn start(
         provider: &SdkLoggerProvider,
         capacity: usize,
         ledger: Option<Arc<Ledger>>,
+        delay: Duration,
     ) -> LogHandoff {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
@@ -401,6 +440,9 @@ impl LogHandoff {
                 logger: provider.logger(""),
                 batch: VecDeque::new(),
                 emptied: Vec::new(),
+                provider: provider.clone(),
+                delay,
+                first_unflushed: None,
             }),
             capacity: capacity.max(1),
             ledger,

@@ -12,6 +12,7 @@ mod console;
 mod grpc_spans;
 #[cfg(feature = "http")]
 mod http_spans;
+mod log_batches;
 mod log_bridge;
 mod otlp;
 #[cfg(any(feature = "grpc", feature = "http"))]
@@ -39,6 +40,7 @@ use crate::metrics::MetricsSetup;
 use bounded::{Exporters, OnRuntime};
 pub(crate) use closing::Closing;
 use console::Console;
+use log_batches::{BatchedLogs, RecordUse};
 pub(crate) use log_bridge::{LogHandoff, LogRecordLayer};
 #[cfg_attr(not(any(feature = "grpc", feature = "http")), allow(unused_imports))]
 use pipeline::{Accounted, AdmittedLogs, AdmittedSpans};
@@ -105,13 +107,14 @@ impl CustomExporters {
     where
         E: opentelemetry_sdk::logs::LogExporter + 'static,
     {
-        Box::new(move |builder, config, ledger, metrics| {
-            with_logs(
+        // A custom exporter replaces the console one too: nothing reads the record after it.
+        Box::new(move |builder, config, ledger, _metrics| {
+            with_logs_as(
                 builder,
                 Accounted::new(exporter, ledger.clone()),
                 config,
                 Some(ledger),
-                metrics,
+                RecordUse::Take,
             )
         })
     }
@@ -303,7 +306,12 @@ pub(crate) fn build(
     let logger_provider = logger_provider.flatten();
     let log_handoff = logger_provider.as_ref().map(|provider| {
         let ledger = ledgers.iter().find(|l| l.signal() == Signal::Logs).cloned();
-        LogHandoff::start(provider, config.logs.batch.max_queue_size, ledger)
+        LogHandoff::start(
+            provider,
+            config.logs.batch.max_queue_size,
+            ledger,
+            config.logs.batch.schedule_delay,
+        )
     });
     let pipelines = Pipelines {
         tracer_provider: traces.build(),
@@ -520,15 +528,28 @@ fn with_logs(
     ledger: Option<Arc<Ledger>>,
     _metrics: &MetricsSetup,
 ) -> LoggerProviderBuilder {
-    use opentelemetry_sdk::logs::{BatchConfigBuilder, BatchLogProcessor};
-    let batch = BatchConfigBuilder::default()
-        .with_max_queue_size(config.batch.max_queue_size)
-        .with_max_export_batch_size(config.batch.max_export_batch_size)
-        .with_scheduled_delay(config.batch.schedule_delay)
-        .build();
-    let processor = BatchLogProcessor::builder(exporter)
-        .with_batch_config(batch)
-        .build();
+    // `add_exporters` adds the console processor after the OTLP one, which must then leave
+    // each record for it.
+    let record_use = if ledger.is_some() && config.console {
+        RecordUse::Copy
+    } else {
+        RecordUse::Take
+    };
+    with_logs_as(builder, exporter, config, ledger, record_use)
+}
+
+fn with_logs_as(
+    builder: LoggerProviderBuilder,
+    exporter: impl opentelemetry_sdk::logs::LogExporter + 'static,
+    config: &SignalConfig,
+    ledger: Option<Arc<Ledger>>,
+    record_use: RecordUse,
+) -> LoggerProviderBuilder {
+    let max_batch = config
+        .batch
+        .max_export_batch_size
+        .min(config.batch.max_queue_size);
+    let processor = BatchedLogs::new(exporter, max_batch, record_use);
     match ledger {
         Some(ledger) => builder.with_log_processor(AdmittedLogs::new(
             processor,

@@ -156,7 +156,7 @@ impl<P: SpanProcessor> SpanProcessor for AdmittedSpans<P> {
     }
 }
 
-/// A log processor (the SDK's batch processor) behind the ledger's admission check, with
+/// A log processor (the crate's own batch processor, `log_batches`) behind the ledger's admission check, with
 /// string values cut to the configured length.
 #[derive(Debug)]
 pub(crate) struct AdmittedLogs<P> {

@@ -91,6 +91,9 @@ fn logger_provider() -> (SdkLoggerProvider, InMemoryLogExporter) {
     (provider, exporter)
 }
 
+/// Longer than any test: only the test's own flushes export.
+const NO_TIMED_FLUSH: Duration = Duration::from_secs(3600);
+
 fn always_exported(_: &str) -> bool {
     true
 }
@@ -102,7 +105,7 @@ fn bridge(
     capacity: usize,
     ledger: Option<Arc<Ledger>>,
 ) -> (LogHandoff, LogRecordLayer) {
-    let handoff = LogHandoff::start(provider, capacity, ledger);
+    let handoff = LogHandoff::start(provider, capacity, ledger, NO_TIMED_FLUSH);
     let layer = LogRecordLayer::new(
         provider,
         handoff.clone(),
@@ -214,7 +217,7 @@ fn the_thread_delivers_without_a_flush() {
 #[test]
 fn closed_or_filtered_events_are_not_records_and_a_stopped_handoff_takes_none() {
     let (provider, out) = logger_provider();
-    let handoff = LogHandoff::start(&provider, 64, None);
+    let handoff = LogHandoff::start(&provider, 64, None, NO_TIMED_FLUSH);
     let open = Arc::new(AtomicBool::new(true));
     let layer = LogRecordLayer::new(&provider, handoff.clone(), open.clone(), |t| t != "skipped");
     tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
@@ -251,4 +254,48 @@ fn an_event_while_the_threads_slot_is_in_use_gets_a_fresh_one() {
             Some(AnyValue::from("after".to_owned()))
         ]
     );
+}
+
+/// The handoff thread is the logs' batch timer: with nobody flushing, a record still leaves
+/// once the delay has passed since it was emitted, and not long before.
+#[test]
+fn records_leave_on_their_own_once_the_schedule_delay_has_passed() {
+    let exporter = InMemoryLogExporter::default();
+    let delay = Duration::from_millis(200);
+    let provider = SdkLoggerProvider::builder()
+        .with_log_processor(crate::export::log_batches::BatchedLogs::new(
+            exporter.clone(),
+            512,
+            crate::export::log_batches::RecordUse::Take,
+        ))
+        .build();
+    let handoff = LogHandoff::start(&provider, 64, None, delay);
+    let layer = LogRecordLayer::new(
+        &provider,
+        handoff.clone(),
+        Arc::new(AtomicBool::new(true)),
+        always_exported,
+    );
+    let started = std::time::Instant::now();
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        tracing::info!("on time");
+    });
+    let deadline = started + Duration::from_secs(10);
+    while exporter.get_emitted_logs().unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no timed flush within 10 s of a 200 ms delay"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= delay,
+        "exported after {waited:?}, before the {delay:?} delay"
+    );
+    assert_eq!(
+        bodies(&exporter),
+        vec![Some(AnyValue::from("on time".to_owned()))]
+    );
+    handoff.stop();
 }
