@@ -244,6 +244,14 @@ fn queries_and_commands_are_children_of_the_request_with_no_values() {
         failed["attributes"]["db.query.summary"], "SELECT order_archive",
         "{failed}"
     );
+    // The one failed call's recorded duration is its span's, read off the same clock.
+    assert_eq!(failed["count"], 1.0, "{failed}");
+    let recorded = failed["sum"].as_f64().expect("a histogram sum");
+    let spanned = duration_secs(missing_table);
+    assert!(
+        (recorded - spanned).abs() < 2e-6,
+        "histogram {recorded} s against span {spanned} s: {failed}"
+    );
 
     // No value in anything the collector received or the service wrote.
     let exported = collector.raw();

@@ -42,7 +42,7 @@ use ::redis::{
 use opentelemetry::KeyValue;
 use tracing::Instrument as _;
 
-use super::{self as db, DbCall, DbSpan, Outcome};
+use super::{self as db, DbCall, Outcome};
 
 /// Commands named by two words: the second is part of the operation, not an argument.
 const CONTAINER_COMMANDS: [&str; 16] = [
@@ -164,7 +164,7 @@ fn key_positions(command: &str) -> Option<(usize, isize, usize)> {
 
 /// The command's name and its `db.query.text`: every argument `?`, except the subcommand of
 /// container commands and, when `show_keys`, the keys.
-fn describe_command(cmd: &Cmd, show_keys: bool) -> (String, String) {
+fn describe_command<'a>(cmd: &'a Cmd, show_keys: bool) -> (String, String) {
     let args: Vec<Arg<&[u8]>> = cmd.args_iter().collect();
     let word = |i: usize| match args.get(i) {
         Some(Arg::Simple(bytes)) if bytes.len() <= 64 => {
@@ -199,13 +199,33 @@ fn describe_command(cmd: &Cmd, show_keys: bool) -> (String, String) {
             i >= first && (i as isize) <= last && (i - first) % step == 0
         })
     };
-    let mut text = String::with_capacity(operation.len() + 2 * args.len());
+    fn simple<'a>(arg: &Arg<&'a [u8]>) -> Option<&'a [u8]> {
+        match *arg {
+            Arg::Simple(bytes) => Some(bytes),
+            _ => None,
+        }
+    }
+    let shown = |i: usize, arg: &Arg<&'a [u8]>| {
+        simple(arg)
+            .filter(|_| is_key(i))
+            .map(String::from_utf8_lossy)
+    };
+    // Exactly as long as the text: the span keeps it as a boxed `str`, and spare capacity
+    // would be one more reallocation on the caller's thread.
+    let length = operation.len()
+        + args
+            .iter()
+            .enumerate()
+            .skip(first_argument)
+            .map(|(i, arg)| 1 + shown(i, arg).map_or(1, |key| key.len()))
+            .sum::<usize>();
+    let mut text = String::with_capacity(length);
     text.push_str(&operation);
     for (i, arg) in args.iter().enumerate().skip(first_argument) {
         text.push(' ');
-        match arg {
-            Arg::Simple(bytes) if is_key(i) => text.push_str(&String::from_utf8_lossy(bytes)),
-            _ => text.push('?'),
+        match shown(i, arg) {
+            Some(key) => text.push_str(&key),
+            None => text.push('?'),
         }
     }
     (operation, text)
@@ -296,8 +316,7 @@ impl Target {
                 i64::try_from(batch).unwrap_or(i64::MAX),
             ));
         }
-        let span = DbSpan::start(operation, span_attributes);
-        DbCall::new(span, attributes, false)
+        DbCall::start(operation, span_attributes, attributes, false)
     }
 }
 

@@ -66,7 +66,7 @@ use futures_core::stream::BoxStream;
 use opentelemetry::KeyValue;
 use tracing::Instrument as _;
 
-use super::{self as db, DbCall, DbSpan, Outcome};
+use super::{self as db, DbCall, Outcome};
 
 /// Where the queries go, read once from the pool's connect options.
 #[derive(Clone, Debug)]
@@ -123,8 +123,7 @@ impl Target {
             "db.query.text",
             db::truncate_query_text(sql, self.max_query_text_len).into_owned(),
         ));
-        let span = DbSpan::start(name, span_attributes);
-        DbCall::new(span, attributes, self.returned_rows)
+        DbCall::start(name, span_attributes, attributes, self.returned_rows)
     }
 }
 
