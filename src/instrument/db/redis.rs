@@ -164,7 +164,7 @@ fn key_positions(command: &str) -> Option<(usize, isize, usize)> {
 
 /// The command's name and its `db.query.text`: every argument `?`, except the subcommand of
 /// container commands and, when `show_keys`, the keys.
-fn describe_command<'a>(cmd: &'a Cmd, show_keys: bool) -> (String, String) {
+fn describe_command(cmd: &Cmd, show_keys: bool) -> (String, String) {
     let args: Vec<Arg<&[u8]>> = cmd.args_iter().collect();
     let word = |i: usize| match args.get(i) {
         Some(Arg::Simple(bytes)) if bytes.len() <= 64 => {
@@ -199,32 +199,22 @@ fn describe_command<'a>(cmd: &'a Cmd, show_keys: bool) -> (String, String) {
             i >= first && (i as isize) <= last && (i - first) % step == 0
         })
     };
-    fn simple<'a>(arg: &Arg<&'a [u8]>) -> Option<&'a [u8]> {
-        match *arg {
-            Arg::Simple(bytes) => Some(bytes),
-            _ => None,
-        }
-    }
-    let shown = |i: usize, arg: &Arg<&'a [u8]>| {
-        simple(arg)
-            .filter(|_| is_key(i))
-            .map(String::from_utf8_lossy)
+    let key = |i: usize| match args.get(i) {
+        Some(Arg::Simple(bytes)) if is_key(i) => Some(*bytes),
+        _ => None,
     };
-    // Exactly as long as the text: the span keeps it as a boxed `str`, and spare capacity
-    // would be one more reallocation on the caller's thread.
+    // As long as the text will be (a key that is not UTF-8 grows it): the span keeps the text
+    // as a boxed `str`, and spare capacity would be one more reallocation on the caller's thread.
     let length = operation.len()
-        + args
-            .iter()
-            .enumerate()
-            .skip(first_argument)
-            .map(|(i, arg)| 1 + shown(i, arg).map_or(1, |key| key.len()))
+        + (first_argument..args.len())
+            .map(|i| 1 + key(i).map_or(1, <[u8]>::len))
             .sum::<usize>();
     let mut text = String::with_capacity(length);
     text.push_str(&operation);
-    for (i, arg) in args.iter().enumerate().skip(first_argument) {
+    for i in first_argument..args.len() {
         text.push(' ');
-        match shown(i, arg) {
-            Some(key) => text.push_str(&key),
+        match key(i) {
+            Some(bytes) => text.push_str(&String::from_utf8_lossy(bytes)),
             None => text.push('?'),
         }
     }
