@@ -4,6 +4,7 @@
 //! [`ExportProblem`], which `init` logs as one warning once the logger is up.
 
 mod accounting;
+mod attribute_vecs;
 #[cfg(any(feature = "grpc", feature = "http"))]
 mod bounded;
 mod closing;
@@ -27,6 +28,7 @@ pub(crate) use accounting::Ledger;
 #[cfg(feature = "tower")]
 pub(crate) use accounting::error_type_from_text;
 pub use accounting::{DEFAULT_EXPORT_REPORT_INTERVAL, ExportStats, SignalStats};
+pub(crate) use attribute_vecs::attribute_vec;
 
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::{LoggerProviderBuilder, SdkLoggerProvider};
@@ -508,7 +510,7 @@ fn with_spans(
         .with_max_export_batch_size(config.batch.max_export_batch_size)
         .with_scheduled_delay(config.batch.schedule_delay)
         .build();
-    let processor = BatchSpanProcessor::builder(exporter)
+    let processor = BatchSpanProcessor::builder(attribute_vecs::RecyclingExporter::new(exporter))
         .with_batch_config(batch)
         .build();
     match ledger {
