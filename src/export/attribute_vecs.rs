@@ -11,12 +11,14 @@
 //! [`attribute_vec`] serves the crate's own spans from it. Both threads then free only what
 //! they allocated.
 //!
+//! Spans whose vectors other code sized (`tracing-opentelemetry`'s are smaller than any pool
+//! vector) trade theirs for a pool vector as they are queued ([`adopt`]), on the thread that
+//! ended them, which frees the original there.
+//!
 //! Vectors travel in bundles, one lock per bundle, and each thread keeps at most one bundle.
-//! The pool keeps at most [`MAX_BUNDLES`] bundles of vectors with room for
-//! [`MIN_CAPACITY`] to [`MAX_KEPT_CAPACITY`] attributes, so any of them fits most spans
-//! without growing; when it is full (spans come from code that does not take
-//! its vectors from here, such as `tracing-opentelemetry`), the export thread leaves the batch
-//! as it is.
+//! The pool keeps at most [`MAX_BUNDLES`] bundles of vectors with room for [`MIN_CAPACITY`] to
+//! [`MAX_KEPT_CAPACITY`] attributes, so that any of them fits most spans without growing; when
+//! it is full, the export thread leaves the batch as it is.
 
 use std::cell::RefCell;
 use std::sync::{Mutex, PoisonError};
@@ -129,6 +131,20 @@ pub(crate) fn attribute_vec(capacity: usize) -> Vec<KeyValue> {
         }
         None => Vec::with_capacity(capacity.max(MIN_CAPACITY)),
     }
+}
+
+/// Moves the attributes of a span about to be queued for export into a vector from the pool
+/// when theirs did not come from it (code such as `tracing-opentelemetry` sizes its own), and
+/// frees the original here, on the thread that most likely allocated it: the export thread
+/// then frees nothing of this thread's, and this thread's next vector of that size is the
+/// one just freed.
+pub(crate) fn adopt(attributes: &mut Vec<KeyValue>) {
+    if attributes.capacity() >= MIN_CAPACITY {
+        return;
+    }
+    let mut pooled = attribute_vec(attributes.len());
+    pooled.append(attributes);
+    drop(std::mem::replace(attributes, pooled));
 }
 
 /// A span exporter that recycles each batch's attribute vectors (see the module docs) before
@@ -258,6 +274,20 @@ mod tests {
         let untouched = more[0].attributes.as_ptr();
         pool.recycle(&mut more);
         assert_eq!(more[0].attributes.as_ptr(), untouched);
+    }
+
+    #[test]
+    fn a_small_vector_is_traded_for_a_pool_sized_one_with_the_same_attributes() {
+        let mut foreign = Vec::with_capacity(3);
+        foreign.extend((0..3).map(|i| KeyValue::new(format!("k{i}"), i as i64)));
+        adopt(&mut foreign);
+        assert_eq!(foreign, attributes(3));
+        assert!(foreign.capacity() >= MIN_CAPACITY);
+
+        let mut ours = attributes(3);
+        let ours_at = ours.as_ptr();
+        adopt(&mut ours);
+        assert_eq!(ours.as_ptr(), ours_at);
     }
 
     #[test]
