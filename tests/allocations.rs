@@ -189,31 +189,6 @@ fn allocations_per_log_event_and_per_span() {
     );
 }
 
-#[test]
-fn a_direct_span_reuses_the_attribute_vector_of_an_exported_one() {
-    let scoped = Telemetry::builder()
-        .env_lookup(|_| None)
-        .without_panic_hook()
-        .with_writer(
-            BufferedWriter::builder()
-                .write_interval(Duration::from_millis(1))
-                .to(std::io::sink()),
-        )
-        .direct_spans()
-        .with_span_exporter(Noop)
-        .set_default();
-    // Each flush exports the stretch before, whose vectors then serve the next stretch.
-    let direct_span = per_call_settled(span, || {
-        let _ = scoped.telemetry().flush();
-    });
-    println!("service-telemetry, direct spans exported: {direct_span:.1} allocations per span");
-    // Six with a freshly allocated attribute vector (the recycling switched off).
-    assert_eq!(
-        direct_span, 5.0,
-        "allocations per direct span: the attribute vector was not taken from an exported span"
-    );
-}
-
 /// A log destination that can be made to hang, like a pipe nobody reads, and that tells
 /// when the writer thread is stuck in it.
 #[derive(Clone, Default)]

@@ -4,7 +4,6 @@
 //! [`ExportProblem`], which `init` logs as one warning once the logger is up.
 
 mod accounting;
-mod attribute_vecs;
 #[cfg(any(feature = "grpc", feature = "http"))]
 mod bounded;
 mod closing;
@@ -28,7 +27,6 @@ pub(crate) use accounting::Ledger;
 #[cfg(feature = "tower")]
 pub(crate) use accounting::error_type_from_text;
 pub use accounting::{DEFAULT_EXPORT_REPORT_INTERVAL, ExportStats, SignalStats};
-pub(crate) use attribute_vecs::attribute_vec;
 
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::{LoggerProviderBuilder, SdkLoggerProvider};
@@ -510,7 +508,7 @@ fn with_spans(
         .with_max_export_batch_size(config.batch.max_export_batch_size)
         .with_scheduled_delay(config.batch.schedule_delay)
         .build();
-    let processor = BatchSpanProcessor::builder(attribute_vecs::RecyclingExporter::new(exporter))
+    let processor = BatchSpanProcessor::builder(exporter)
         .with_batch_config(batch)
         .build();
     match ledger {

@@ -139,7 +139,6 @@ impl<P: SpanProcessor> SpanProcessor for AdmittedSpans<P> {
         // are registry names, `code.module.name` is none (semconv v1.44.0 `code.*`).
         span.attributes
             .retain(|kv| kv.key.as_str() != "code.module.name");
-        super::attribute_vecs::adopt(&mut span.attributes);
         self.inner.on_end(span);
     }
 

@@ -80,7 +80,7 @@ where
         builder.span_kind = specials.kind;
         let mut otel = self.tracer.start_kept(builder, &parent, |builder| {
             // Sized once for everything recorded now.
-            let mut attributes = crate::export::attribute_vec(attrs.fields().len() + 2);
+            let mut attributes = Vec::with_capacity(attrs.fields().len() + 2);
             if let Some(file) = meta.file() {
                 attributes.push(KeyValue::new("code.file.path", file));
             }

@@ -293,7 +293,7 @@ impl Target {
         if let Some(port) = self.port {
             attributes.push(KeyValue::new("server.port", i64::from(port)));
         }
-        let mut span_attributes = crate::export::attribute_vec(attributes.len() + 2);
+        let mut span_attributes = Vec::with_capacity(attributes.len() + 2);
         span_attributes.extend_from_slice(&attributes);
         let text = match db::truncate_query_text(&text, self.max_query_text_len) {
             std::borrow::Cow::Borrowed(_) => text,

@@ -117,7 +117,7 @@ impl Target {
         if let Some(summary) = summary {
             attributes.push(KeyValue::new("db.query.summary", summary));
         }
-        let mut span_attributes = crate::export::attribute_vec(attributes.len() + 1);
+        let mut span_attributes = Vec::with_capacity(attributes.len() + 1);
         span_attributes.extend_from_slice(&attributes);
         span_attributes.push(KeyValue::new(
             "db.query.text",
