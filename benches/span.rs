@@ -19,6 +19,11 @@
 //! (a drop at a full queue is far cheaper than an export and would flatter the variant). The
 //! sampled-out group checks that about 1 % was exported.
 //!
+//! The no-op exporter frees each batch at once, so the export thread's frees contend with this
+//! thread's allocations more than behind a real exporter, which spends its time encoding: a
+//! change that only moves allocations between the threads can pay here and cost against the
+//! collector. Confirm such a change with `export_throughput` (`benches/export.rs`).
+//!
 //! Run with `cargo bench --bench span`.
 
 mod common;
