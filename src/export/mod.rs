@@ -18,6 +18,7 @@ mod otlp;
 #[cfg(any(feature = "grpc", feature = "http"))]
 mod otlp_wire;
 mod pipeline;
+mod span_batches;
 #[cfg(any(feature = "grpc", feature = "http"))]
 mod span_encoder;
 #[cfg(feature = "tls")]
@@ -502,15 +503,15 @@ fn with_spans(
     ledger: Option<Arc<Ledger>>,
     _metrics: &MetricsSetup,
 ) -> TracerProviderBuilder {
-    use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor};
-    let batch = BatchConfigBuilder::default()
-        .with_max_queue_size(config.batch.max_queue_size)
-        .with_max_export_batch_size(config.batch.max_export_batch_size)
-        .with_scheduled_delay(config.batch.schedule_delay)
-        .build();
-    let processor = BatchSpanProcessor::builder(exporter)
-        .with_batch_config(batch)
-        .build();
+    let processor = span_batches::BatchedSpans::new(
+        exporter,
+        span_batches::Batching {
+            max_queue: config.batch.max_queue_size,
+            max_batch: config.batch.max_export_batch_size,
+            delay: config.batch.schedule_delay,
+            flush_timeout: span_batches::FLUSH_TIMEOUT,
+        },
+    );
     match ledger {
         Some(ledger) => builder.with_span_processor(AdmittedSpans::new(
             processor,
