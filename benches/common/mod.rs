@@ -2,8 +2,8 @@
 #![allow(dead_code)]
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use criterion::BenchmarkGroup;
@@ -16,15 +16,53 @@ use service_telemetry::{LogWriter, ScopedTelemetry, Telemetry, TelemetryBuilder}
 
 /// Accepts every batch at once and counts what it was given: what is measured is the service
 /// side of export, and the count shows whether a variant exported what it claims.
+///
+/// By default it frees each batch on the export thread as it arrives, so the export thread
+/// does little but free spans while the timed thread allocates them, and with glibc the two
+/// contend for the timed thread's arena lock all the time (against a real collector the
+/// export thread mostly encodes and sends, and frees a batch in one burst after that). With
+/// `BENCH_UNTIMED_FREES` set, it keeps the batches instead and [`timed_in_chunks`] frees them
+/// between timed stretches: the other end of the range, with no cross-thread frees timed.
 #[derive(Debug, Default, Clone)]
 pub struct NoopSpanExporter(pub Arc<AtomicU64>);
 
 impl SpanExporter for NoopSpanExporter {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         self.0.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        black_box(batch);
+        let mut kept = if frees_untimed() {
+            Some(lock_kept())
+        } else {
+            None
+        };
+        // A bench that never frees between stretches (not timed by `timed_in_chunks`) is
+        // bounded all the same: beyond a few stretches, batches are freed here again.
+        match kept.as_mut() {
+            Some(kept) if kept.iter().map(Vec::len).sum::<usize>() < 4 * CHUNK as usize => {
+                kept.push(batch)
+            }
+            _ => drop(black_box(batch)),
+        }
         Ok(())
     }
+}
+
+/// Batches [`NoopSpanExporter`] keeps for [`timed_in_chunks`] to free, untimed.
+static KEPT: Mutex<Vec<Vec<SpanData>>> = Mutex::new(Vec::new());
+
+fn lock_kept() -> std::sync::MutexGuard<'static, Vec<Vec<SpanData>>> {
+    KEPT.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Whether `BENCH_UNTIMED_FREES` is set (read once, and said once on stderr).
+pub fn frees_untimed() -> bool {
+    static SET: OnceLock<bool> = OnceLock::new();
+    *SET.get_or_init(|| {
+        let set = std::env::var_os("BENCH_UNTIMED_FREES").is_some();
+        if set {
+            eprintln!("BENCH_UNTIMED_FREES: exported spans are freed between timed stretches");
+        }
+        set
+    })
 }
 
 #[derive(Debug, Default, Clone)]
@@ -67,6 +105,7 @@ pub fn timed_in_chunks(iters: u64, mut one: impl FnMut(), settle: &dyn Fn()) -> 
         }
         timed += start.elapsed();
         settle();
+        drop(std::mem::take(&mut *lock_kept()));
         left -= n;
     }
     timed
