@@ -22,7 +22,9 @@
 //! The no-op exporter frees each batch at once, so the export thread's frees contend with this
 //! thread's allocations more than behind a real exporter, which spends its time encoding: a
 //! change that only moves allocations between the threads can pay here and cost against the
-//! collector. Confirm such a change with `export_throughput` (`benches/export.rs`).
+//! collector. Confirm such a change with `export_throughput` (`benches/export.rs`). With
+//! `BENCH_UNTIMED_FREES=1` the exported batches are freed between timed stretches instead, the
+//! other end of that range; report both.
 //!
 //! Run with `cargo bench --bench span`.
 
