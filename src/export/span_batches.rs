@@ -49,6 +49,10 @@ struct Waiting {
     closing: Option<Duration>,
     /// The export thread's shutdown result, once it has exited.
     closed: Option<OTelSdkResult>,
+    /// How many times the export thread has started waiting, so that a test can end spans
+    /// only once it waits.
+    #[cfg(test)]
+    waits: u64,
 }
 
 struct Shared<E> {
@@ -63,6 +67,23 @@ struct Shared<E> {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Waits on `condvar` until woken or `deadline`; `None` once the deadline has passed.
+fn wait_until<'a, T>(
+    condvar: &Condvar,
+    guard: MutexGuard<'a, T>,
+    deadline: Instant,
+) -> Option<MutexGuard<'a, T>> {
+    let left = deadline
+        .checked_duration_since(Instant::now())
+        .filter(|left| !left.is_zero())?;
+    Some(
+        condvar
+            .wait_timeout(guard, left)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0,
+    )
 }
 
 /// A batching span processor with one export thread (see the module docs).
@@ -162,21 +183,22 @@ fn export_until_closed<E: SpanExporter>(shared: &Shared<E>) {
     let mut last_export = Instant::now();
     loop {
         let mut waiting = lock(&shared.waiting);
-        loop {
-            let due = last_export + shared.batching.delay;
-            let now = Instant::now();
-            if waiting.closing.is_some()
-                || waiting.flushes_asked > waiting.flushes_done
-                || waiting.spans.len() >= shared.batching.max_batch
-                || now >= due
+        let due = last_export + shared.batching.delay;
+        while waiting.closing.is_none()
+            && waiting.flushes_asked == waiting.flushes_done
+            && waiting.spans.len() < shared.batching.max_batch
+        {
+            #[cfg(test)]
             {
-                break;
+                waiting.waits += 1;
             }
-            waiting = shared
-                .work
-                .wait_timeout(waiting, due - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            match wait_until(&shared.work, waiting, due) {
+                Some(woken) => waiting = woken,
+                None => {
+                    waiting = lock(&shared.waiting);
+                    break;
+                }
+            }
         }
         let flush = waiting.flushes_asked;
         let closing = waiting.closing;
@@ -251,16 +273,11 @@ impl<E: SpanExporter + 'static> SpanProcessor for BatchedSpans<E> {
         let asked = waiting.flushes_asked;
         self.shared.work.notify_one();
         while waiting.flushes_done < asked {
-            let now = Instant::now();
-            if now >= deadline || waiting.closed.is_some() {
-                return Err(OTelSdkError::Timeout(flush_timeout));
+            let gone = waiting.closed.is_some();
+            match wait_until(&self.shared.done, waiting, deadline).filter(|_| !gone) {
+                Some(woken) => waiting = woken,
+                None => return Err(OTelSdkError::Timeout(flush_timeout)),
             }
-            waiting = self
-                .shared
-                .done
-                .wait_timeout(waiting, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
         }
         waiting
             .flush_result
@@ -294,17 +311,11 @@ impl<E: SpanExporter + 'static> SpanProcessor for BatchedSpans<E> {
                 let _ = thread.join();
                 return result;
             }
-            let now = Instant::now();
-            if now >= deadline {
+            match wait_until(&self.shared.done, waiting, deadline) {
+                Some(woken) => waiting = woken,
                 // Left to finish (or hang) on its own; the process can still exit.
-                return Err(OTelSdkError::Timeout(timeout));
+                None => return Err(OTelSdkError::Timeout(timeout)),
             }
-            waiting = self
-                .shared
-                .done
-                .wait_timeout(waiting, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
         }
     }
 

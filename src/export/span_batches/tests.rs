@@ -109,9 +109,19 @@ fn exported_now(batches: &Receiver<Vec<String>>) -> Vec<Vec<String>> {
     batches.try_iter().collect()
 }
 
+/// Returns once the export thread waits for work.
+fn until_waiting(processor: &BatchedSpans<Recording>) {
+    let deadline = Instant::now() + PATIENCE;
+    while lock(&processor.shared.waiting).waits == 0 {
+        assert!(Instant::now() < deadline, "the export thread never waited");
+        std::thread::yield_now();
+    }
+}
+
 #[test]
-fn a_full_batch_goes_out_without_a_flush_and_the_rest_waits_for_one() {
+fn a_full_batch_wakes_the_export_thread_and_the_rest_waits_for_a_flush() {
     let h = harness(100, 3, NEVER, false);
+    until_waiting(&h.processor);
     end_all(&h.processor, 0..3);
     let first = h.batches.recv_timeout(PATIENCE).expect("the full batch");
     assert_eq!(first, names(0..3));
