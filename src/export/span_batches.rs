@@ -168,6 +168,17 @@ impl<E: SpanExporter> Shared<E> {
         failure
     }
 
+    /// Exports what waits on the calling thread (when there is no export thread).
+    fn export_waiting(&self) -> Option<OTelSdkError> {
+        let spans = self.take(&mut lock(&self.waiting));
+        self.export(spans)
+    }
+
+    fn shut_down(&self, timeout: Duration) -> OTelSdkResult {
+        let _quiet = Context::enter_telemetry_suppressed_scope();
+        lock(&self.exporter).shutdown_with_timeout(timeout)
+    }
+
     /// Takes what waits, leaving an empty vector sized for a batch.
     fn take(&self, waiting: &mut Waiting) -> Vec<SpanData> {
         if waiting.spans.is_empty() {
@@ -217,19 +228,11 @@ fn export_until_closed<E: SpanExporter>(shared: &Shared<E>) {
             shared.done.notify_all();
         }
         if let Some(timeout) = closing {
-            // Spans ended while the last export ran are still exported.
-            let late = shared.take(&mut waiting);
+            // Nothing was added since the spans were taken: `on_end` refuses spans once
+            // `closing` is set, and both are read under the same lock.
             drop(waiting);
-            let late_failure = shared.export(late);
-            let shut = {
-                let _quiet = Context::enter_telemetry_suppressed_scope();
-                lock(&shared.exporter).shutdown_with_timeout(timeout)
-            };
-            let mut waiting = lock(&shared.waiting);
-            waiting.closed = Some(match late_failure {
-                Some(e) => Err(e),
-                None => shut,
-            });
+            let shut = shared.shut_down(timeout);
+            lock(&shared.waiting).closed = Some(shut);
             shared.done.notify_all();
             return;
         }
@@ -252,9 +255,8 @@ impl<E: SpanExporter + 'static> SpanProcessor for BatchedSpans<E> {
             if self.has_thread() {
                 self.shared.work.notify_one();
             } else {
-                let spans = self.shared.take(&mut lock(&self.shared.waiting));
                 // The ledger counts a failed export; the error needs no second report here.
-                let _ = self.shared.export(spans);
+                let _ = self.shared.export_waiting();
             }
         }
     }
@@ -267,9 +269,8 @@ impl<E: SpanExporter + 'static> SpanProcessor for BatchedSpans<E> {
             return Err(OTelSdkError::AlreadyShutdown);
         }
         if !self.has_thread() {
-            let spans = self.shared.take(&mut waiting);
             drop(waiting);
-            return self.shared.export(spans).map_or(Ok(()), Err);
+            return self.shared.export_waiting().map_or(Ok(()), Err);
         }
         waiting.flushes_asked += 1;
         let asked = waiting.flushes_asked;
@@ -298,10 +299,8 @@ impl<E: SpanExporter + 'static> SpanProcessor for BatchedSpans<E> {
         }
         let thread = lock(&self.thread).take();
         let Some(thread) = thread else {
-            let spans = self.shared.take(&mut lock(&self.shared.waiting));
-            let failure = self.shared.export(spans);
-            let _quiet = Context::enter_telemetry_suppressed_scope();
-            let shut = lock(&self.shared.exporter).shutdown_with_timeout(timeout);
+            let failure = self.shared.export_waiting();
+            let shut = self.shared.shut_down(timeout);
             return failure.map_or(shut, Err);
         };
         self.shared.work.notify_one();
