@@ -1,5 +1,5 @@
-//! The spans' batch processor: ended spans gathered in one vector that the export thread takes
-//! whole.
+//! The spans' batch processor: ended spans gathered in batch-sized vectors that the export
+//! thread hands to the exporter whole.
 //!
 //! The SDK's `BatchSpanProcessor` (0.33) sends every span through a bounded channel, and its
 //! thread moves each one three times more: out of the channel, into its batch, and into the
@@ -7,7 +7,11 @@
 //! thread's time there, and every span also pays two shared counters on the ending thread.
 //! [`BatchedSpans`] pushes each span once into a vector behind a lock; the export thread swaps
 //! in an empty one and passes the full one to the exporter as it is, so a span is moved once
-//! between the thread that ended it and the encoder. Every thread that ends a span takes the
+//! between the thread that ended it and the encoder. A vector never grows past a batch: when
+//! the exporter falls behind, a full one is set aside and the next span starts another, so
+//! a backlog is never copied into a larger vector on a thread that ends a span, nor split again
+//! for export. The empty vectors are allocated on the export thread, outside the lock, except
+//! when more than two batches pile up. Every thread that ends a span takes the
 //! lock for that one push (the export thread takes it once a batch); the benches have a single
 //! producing thread, so contention among many producers is not measured.
 //!
@@ -42,7 +46,12 @@ pub(crate) struct Batching {
 
 #[derive(Default)]
 struct Waiting {
-    spans: Vec<SpanData>,
+    /// The batch being filled, sized for `max_batch`.
+    filling: Vec<SpanData>,
+    /// Batches filled while the export thread was busy, oldest first, `max_batch` each.
+    full: Vec<Vec<SpanData>>,
+    /// An empty vector sized for a batch, made on the export thread for the next one to fill.
+    spare: Vec<SpanData>,
     /// Flushes asked for, and the last the export thread has finished with its result.
     flushes_asked: u64,
     flushes_done: u64,
@@ -113,7 +122,8 @@ impl<E: SpanExporter + 'static> BatchedSpans<E> {
         };
         let shared = Arc::new(Shared {
             waiting: Mutex::new(Waiting {
-                spans: Vec::with_capacity(batching.max_batch),
+                filling: Vec::with_capacity(batching.max_batch),
+                spare: Vec::with_capacity(batching.max_batch),
                 ..Waiting::default()
             }),
             work: Condvar::new(),
@@ -138,31 +148,17 @@ impl<E: SpanExporter + 'static> BatchedSpans<E> {
 }
 
 impl<E: SpanExporter> Shared<E> {
-    /// Exports `spans` in batches of at most `max_batch`; the last failure, if any.
-    fn export(&self, spans: Vec<SpanData>) -> Option<OTelSdkError> {
-        if spans.is_empty() {
+    /// Exports each batch as it was filled; the last failure, if any.
+    fn export(&self, batches: Vec<Vec<SpanData>>) -> Option<OTelSdkError> {
+        if batches.is_empty() {
             return None;
         }
         let _quiet = Context::enter_telemetry_suppressed_scope();
         let exporter = lock(&self.exporter);
-        let max = self.batching.max_batch;
         let mut failure = None;
-        let mut run = |batch: Vec<SpanData>| {
+        for batch in batches {
             if let Err(e) = futures_executor::block_on(exporter.export(batch)) {
                 failure = Some(e);
-            }
-        };
-        if spans.len() <= max {
-            // The common case: the vector goes to the exporter as it was filled.
-            run(spans);
-        } else {
-            let mut rest = spans.into_iter();
-            loop {
-                let batch: Vec<SpanData> = rest.by_ref().take(max).collect();
-                if batch.is_empty() {
-                    break;
-                }
-                run(batch);
             }
         }
         failure
@@ -170,8 +166,8 @@ impl<E: SpanExporter> Shared<E> {
 
     /// Exports what waits on the calling thread (when there is no export thread).
     fn export_waiting(&self) -> Option<OTelSdkError> {
-        let spans = self.take(&mut lock(&self.waiting));
-        self.export(spans)
+        let batches = self.take(&mut lock(&self.waiting));
+        self.export(batches)
     }
 
     fn shut_down(&self, timeout: Duration) -> OTelSdkResult {
@@ -179,15 +175,30 @@ impl<E: SpanExporter> Shared<E> {
         lock(&self.exporter).shutdown_with_timeout(timeout)
     }
 
-    /// Takes what waits, leaving an empty vector sized for a batch.
-    fn take(&self, waiting: &mut Waiting) -> Vec<SpanData> {
-        if waiting.spans.is_empty() {
-            return Vec::new();
+    /// Takes what waits, oldest batch first, leaving an empty vector to fill.
+    fn take(&self, waiting: &mut Waiting) -> Vec<Vec<SpanData>> {
+        let mut batches = std::mem::take(&mut waiting.full);
+        if !waiting.filling.is_empty() {
+            let next = waiting.next_batch(self.batching.max_batch);
+            batches.push(std::mem::replace(&mut waiting.filling, next));
         }
-        std::mem::replace(
-            &mut waiting.spans,
-            Vec::with_capacity(self.batching.max_batch),
-        )
+        batches
+    }
+}
+
+impl Waiting {
+    fn queued(&self, max_batch: usize) -> usize {
+        self.full.len() * max_batch + self.filling.len()
+    }
+
+    /// The spare when there is one; otherwise a vector made here, under the lock.
+    fn next_batch(&mut self, max_batch: usize) -> Vec<SpanData> {
+        let spare = std::mem::take(&mut self.spare);
+        if spare.capacity() >= max_batch {
+            spare
+        } else {
+            Vec::with_capacity(max_batch)
+        }
     }
 }
 
@@ -199,7 +210,7 @@ fn export_until_closed<E: SpanExporter>(shared: &Shared<E>) {
         let due = last_export + shared.batching.delay;
         while waiting.closing.is_none()
             && waiting.flushes_asked == waiting.flushes_done
-            && waiting.spans.len() < shared.batching.max_batch
+            && waiting.full.is_empty()
         {
             #[cfg(test)]
             {
@@ -215,13 +226,18 @@ fn export_until_closed<E: SpanExporter>(shared: &Shared<E>) {
         }
         let flush = waiting.flushes_asked;
         let closing = waiting.closing;
-        let spans = shared.take(&mut waiting);
+        let batches = shared.take(&mut waiting);
+        let spare_taken = waiting.spare.capacity() == 0;
         drop(waiting);
 
-        let failure = shared.export(spans);
+        let failure = shared.export(batches);
         last_export = Instant::now();
+        let spare = spare_taken.then(|| Vec::with_capacity(shared.batching.max_batch));
 
         let mut waiting = lock(&shared.waiting);
+        if let Some(spare) = spare.filter(|_| waiting.spare.capacity() == 0) {
+            waiting.spare = spare;
+        }
         if flush > waiting.flushes_done {
             waiting.flushes_done = flush;
             waiting.flush_result = failure;
@@ -243,15 +259,27 @@ impl<E: SpanExporter + 'static> SpanProcessor for BatchedSpans<E> {
     fn on_start(&self, _span: &mut Span, _cx: &Context) {}
 
     fn on_end(&self, span: SpanData) {
-        let full = {
+        let Batching {
+            max_queue,
+            max_batch,
+            ..
+        } = self.shared.batching;
+        let first_full = {
             let mut waiting = lock(&self.shared.waiting);
-            if waiting.closing.is_some() || waiting.spans.len() >= self.shared.batching.max_queue {
+            if waiting.closing.is_some() || waiting.queued(max_batch) >= max_queue {
                 return;
             }
-            waiting.spans.push(span);
-            waiting.spans.len() == self.shared.batching.max_batch
+            waiting.filling.push(span);
+            if waiting.filling.len() < max_batch {
+                false
+            } else {
+                let next = waiting.next_batch(max_batch);
+                let full = std::mem::replace(&mut waiting.filling, next);
+                waiting.full.push(full);
+                waiting.full.len() == 1
+            }
         };
-        if full {
+        if first_full {
             if self.has_thread() {
                 self.shared.work.notify_one();
             } else {

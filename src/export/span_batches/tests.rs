@@ -127,7 +127,7 @@ fn a_full_batch_wakes_the_export_thread_and_the_rest_waits_for_a_flush() {
     assert_eq!(first, names(0..3));
     end_all(&h.processor, 3..4);
     assert_eq!(
-        lock(&h.processor.shared.waiting).spans.len(),
+        lock(&h.processor.shared.waiting).queued(3),
         1,
         "the fourth waits"
     );
@@ -153,7 +153,7 @@ fn the_schedule_delay_exports_a_partial_batch() {
 }
 
 #[test]
-fn spans_that_piled_up_go_out_in_order_in_batches_of_at_most_max_batch() {
+fn spans_that_piled_up_go_out_in_order_in_the_batches_they_filled() {
     let h = harness(100, 4, NEVER, true);
     let gate = h.gate.as_ref().unwrap();
     // The first full batch holds the export thread at the gate; ten more pile up behind it.
@@ -171,8 +171,11 @@ fn spans_that_piled_up_go_out_in_order_in_batches_of_at_most_max_batch() {
         flush.join().unwrap()
     });
     flushed.unwrap();
-    assert!(
-        seen.iter().all(|b| !b.is_empty() && b.len() <= 4),
+    // Whether the thread took the first batch before the others filled or after, each goes
+    // out as it was filled: full batches, then the partial one.
+    assert_eq!(
+        seen.iter().map(Vec::len).collect::<Vec<_>>(),
+        [4, 4, 4, 2],
         "{seen:?}"
     );
     assert_eq!(seen.concat(), names(0..14));
@@ -186,7 +189,7 @@ fn at_most_max_queue_spans_wait_and_the_rest_are_dropped() {
     // the queue is then full.
     end_all(&h.processor, 0..5);
     let deadline = Instant::now() + PATIENCE;
-    while !lock(&h.processor.shared.waiting).spans.is_empty() {
+    while lock(&h.processor.shared.waiting).queued(5) > 0 {
         assert!(
             Instant::now() < deadline,
             "the export thread never took the batch"
