@@ -21,7 +21,7 @@ use service_telemetry::{LogWriter, ScopedTelemetry, Telemetry, TelemetryBuilder}
 /// does little but free spans while the timed thread allocates them, and with glibc the two
 /// contend for the timed thread's arena lock all the time (against a real collector the
 /// export thread mostly encodes and sends, and frees a batch in one burst after that). With
-/// `BENCH_UNTIMED_FREES` set, it keeps the batches instead and [`timed_in_chunks`] frees them
+/// `BENCH_UNTIMED_FREES` set (to anything but empty or `0`), it keeps the batches instead and [`timed_in_chunks`] frees them
 /// between timed stretches: the other end of the range, with no cross-thread frees timed.
 #[derive(Debug, Default, Clone)]
 pub struct NoopSpanExporter(pub Arc<AtomicU64>);
@@ -50,11 +50,13 @@ fn lock_kept() -> std::sync::MutexGuard<'static, Vec<Vec<SpanData>>> {
     KEPT.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Whether `BENCH_UNTIMED_FREES` is set (read once, and said once on stderr).
+/// Whether `BENCH_UNTIMED_FREES` is set, and not empty or `0` (read once, and said once on
+/// stderr).
 pub fn frees_untimed() -> bool {
     static SET: OnceLock<bool> = OnceLock::new();
     *SET.get_or_init(|| {
-        let set = std::env::var_os("BENCH_UNTIMED_FREES").is_some();
+        let set =
+            std::env::var_os("BENCH_UNTIMED_FREES").is_some_and(|v| !v.is_empty() && v != "0");
         if set {
             eprintln!("BENCH_UNTIMED_FREES: exported spans are freed between timed stretches");
         }
